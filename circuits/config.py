@@ -1,0 +1,292 @@
+"""Typed configuration: one `RunConfig` (world + model + training) saved with every checkpoint.
+
+Every size and knob is a dataclass field. `RunConfig.from_dict` rejects unknown keys and
+`validate()` rejects impossible settings with one-line `ConfigError`s, so the CLI can print
+them as they are. Overrides use dotted keys: ``train.steps=500``, ``model.vision.n_layers=2``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from circuits.errors import ConfigError
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class WorldConfig:
+    """The synthetic spatial-relation world (Sec. 2.1, App. A, App. K).
+
+    Images are ``height x width`` grids of pixels read row by row (``height=1`` is the paper's
+    1D world, ``height=4, width=4`` its 2D grid of App. K); "left of" compares columns.
+    """
+
+    width: int = 10  # D, the image length (columns)
+    height: int = 1  # 1 = the 1D world; >1 = a 2D grid flattened row-major
+    n_labels: int = 20  # N object categories, pixel values 1..N (0 is background)
+    n_pair_labels: int = 15  # N_pair labels used in two-object training images
+    n_single_positions: int = 5  # n_1 training positions per label (single-object images)
+    n_pair_positions: int = 10  # n_2 training position pairs per ordered label pair
+    captions: Literal["left", "bidirectional"] = "left"
+    seed: int = 0
+
+    @property
+    def n_pixels(self) -> int:
+        return self.width * self.height
+
+    def validate(self) -> None:
+        """Raise `ConfigError` for an impossible world (too few labels, pixels or position pairs)."""
+        w = self
+        _check(w.width >= 2, f"world.width must be >= 2 (got {w.width})")
+        _check(w.height >= 1, f"world.height must be >= 1 (got {w.height})")
+        _check(w.n_labels >= 2, f"world.n_labels must be >= 2 (got {w.n_labels})")
+        _check(
+            2 <= w.n_pair_labels <= w.n_labels,
+            f"world.n_pair_labels must be between 2 and world.n_labels={w.n_labels} (got {w.n_pair_labels})",
+        )
+        _check(
+            1 <= w.n_single_positions <= w.n_pixels,
+            f"world.n_single_positions must be between 1 and the number of pixels {w.n_pixels}"
+            f" (got {w.n_single_positions})",
+        )
+        n_pos_pairs = n_position_pairs(w)
+        _check(
+            1 <= w.n_pair_positions <= n_pos_pairs,
+            f"world.n_pair_positions must be between 1 and the number of position pairs {n_pos_pairs}"
+            f" (got {w.n_pair_positions})",
+        )
+        _check(w.captions in ("left", "bidirectional"), f"world.captions must be 'left' or 'bidirectional' (got {w.captions!r})")
+
+
+@dataclass
+class EncoderConfig:
+    """Architecture of one hooked Transformer encoder (vision or text).
+
+    Sizes that depend on the world (vocabulary, context length) are not here: the CLIP pair
+    derives them from the `World` it is built for.
+    """
+
+    n_layers: int = 1
+    n_heads: int = 4
+    d_model: int = 128
+    d_head: int = 32
+    d_mlp: int = 512
+    attn_only: bool = True  # no MLP blocks (the paper's simplified model, Sec. 4)
+    normalization: Literal["none", "pre"] = "none"  # "pre": LayerNorm before attn/MLP + final LN
+    positional: Literal["learned", "rotary", "none"] = "learned"
+    rotary_base: float = 10000.0
+    qkv_bias: bool = True
+    dropout: float = 0.0
+    causal: bool = False  # text encoders are causal, vision encoders bidirectional
+    init_embed_std: float = 0.1  # token embedding init N(0, std^2)
+    init_pos_std: float = 0.1  # positional embedding init N(0, std^2)
+    init_weight_std: float | None = None  # None: 1/sqrt(fan_in) for projection weights
+
+
+def _vision() -> EncoderConfig:
+    return EncoderConfig(causal=False)
+
+
+def _text() -> EncoderConfig:
+    return EncoderConfig(causal=True)
+
+
+@dataclass
+class ModelConfig:
+    """The CLIP pair: two encoders, a text projection and a learnable logit scale."""
+
+    vision: EncoderConfig = field(default_factory=_vision)
+    text: EncoderConfig = field(default_factory=_text)
+    logit_scale_init: float = math.log(1 / 0.07)
+    logit_scale_max: float = 100.0  # the learned scale exp(s) is clamped to at most this
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation; nothing here changes the architecture."""
+
+    steps: int = 1500
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.98
+    weight_decay: float = 0.1  # AdamW; never applied to the logit scale
+    batch_size: int | None = None  # None = full batch (the whole training set every step)
+    eval_every: int = 50  # steps between evaluations appended to metrics.jsonl
+    seed: int = 0  # initialisation and minibatch order
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+
+
+@dataclass
+class RunConfig:
+    world: WorldConfig = field(default_factory=WorldConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        data = dict(data)
+        version = data.pop("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ConfigError(f"unsupported config format_version {version} (expected {FORMAT_VERSION})")
+        cfg = _build(cls, data, prefix="")
+        cfg.validate()
+        return cfg
+
+    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> RunConfig:
+        """A copy with ``key=value`` overrides applied (dotted keys, values parsed as JSON or text)."""
+        data = dataclasses.asdict(self)
+        items = overrides.items() if isinstance(overrides, dict) else map(_split_override, overrides)
+        for key, value in items:
+            _set_dotted(data, key, value)
+        return RunConfig.from_dict(data)
+
+    def validate(self) -> None:
+        """Raise `ConfigError` (one line) for any impossible or out-of-range setting."""
+        self.world.validate()
+        t = self.train
+        for name, enc in (("vision", self.model.vision), ("text", self.model.text)):
+            p = f"model.{name}"
+            for key in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp"):
+                _check(getattr(enc, key) >= 1, f"{p}.{key} must be >= 1 (got {getattr(enc, key)})")
+            _check(enc.normalization in ("none", "pre"), f"{p}.normalization must be 'none' or 'pre' (got {enc.normalization!r})")
+            _check(
+                enc.positional in ("learned", "rotary", "none"),
+                f"{p}.positional must be 'learned', 'rotary' or 'none' (got {enc.positional!r})",
+            )
+            _check(
+                enc.positional != "rotary" or enc.d_head % 2 == 0,
+                f"{p}.d_head must be even for rotary embeddings (got {enc.d_head})",
+            )
+            _check(0.0 <= enc.dropout < 1.0, f"{p}.dropout must be in [0, 1) (got {enc.dropout})")
+            for key in ("init_embed_std", "init_pos_std"):
+                _check(getattr(enc, key) > 0, f"{p}.{key} must be > 0 (got {getattr(enc, key)})")
+            _check(
+                enc.init_weight_std is None or enc.init_weight_std > 0,
+                f"{p}.init_weight_std must be > 0 or null (got {enc.init_weight_std})",
+            )
+        _check(self.model.logit_scale_max > 0, f"model.logit_scale_max must be > 0 (got {self.model.logit_scale_max})")
+        _check(t.steps >= 0, f"train.steps must be >= 0 (got {t.steps})")
+        _check(t.lr > 0, f"train.lr must be > 0 (got {t.lr})")
+        _check(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, f"train.beta1/beta2 must be in [0, 1) (got {t.beta1}, {t.beta2})")
+        _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0 (got {t.weight_decay})")
+        _check(t.batch_size is None or t.batch_size >= 2, f"train.batch_size must be >= 2 or null (got {t.batch_size})")
+        _check(t.eval_every >= 1, f"train.eval_every must be >= 1 (got {t.eval_every})")
+        _check(
+            t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda") or t.device == "mps",
+            f"train.device must be 'auto', 'cpu', 'cuda[:N]' or 'mps' (got {t.device!r})",
+        )
+
+
+def n_position_pairs(w: WorldConfig) -> int:
+    """Ordered pixel pairs (a, b) with a strictly left of b (column of a < column of b)."""
+    return (w.height**2) * (w.width * (w.width - 1) // 2)
+
+
+def load_config_file(path: str) -> RunConfig:
+    """Read a JSON config file (full or partial; missing fields take their defaults)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return RunConfig.from_dict(data)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _split_override(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node, parts = data, key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(parts[:i]) or "the config"
+            options = ", ".join(sorted(node)) if isinstance(node, dict) else "none"
+            raise ConfigError(f"unknown config key {key!r}: {where} has {options}")
+        if i == len(parts) - 1:
+            if isinstance(node[part], dict):
+                raise ConfigError(f"config key {key!r} is a section; set one of its fields, e.g. {key}.{next(iter(node[part]))}")
+            node[part] = value
+        else:
+            node = node[part]
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or 'root'} must be an object")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]}: valid keys are {', '.join(sorted(known))}")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        hint, value = hints[f.name], data[f.name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[f.name] = _build(hint, value, prefix + f.name + ".")
+        else:
+            kwargs[f.name] = _coerce(value, hint, prefix + f.name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check (and gently convert) one scalar against its annotation."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {', '.join(map(repr, args))} (got {value!r})")
+        return value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{key} must be true or false (got {value!r})")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{key} must be an integer (got {value!r})")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number (got {value!r})")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string (got {value!r})")
+        return value
+    return value

@@ -1,0 +1,267 @@
+"""The synthetic spatial-relation world of Sec. 2.1 / App. A (and the 2D grid of App. K).
+
+A `World` is built deterministically from a `WorldConfig`. It holds
+
+* the caption table: every caption of the train and validation splits, the retrieval
+  candidates of Sec. 2.3, as a ``[n_captions, 4]`` token tensor;
+* the splits, each a `Split` of token tensors that can be fed straight to an encoder:
+
+  ``train_single``  every label 1..N at n_1 random pixels
+  ``train_pair``    every ordered pair of the N_pair training labels at n_2 random position pairs
+  ``single_object`` every label at the pixels it never occupies in training
+  ``seen_pair``     training label pairs at the position pairs held out for them
+  ``unseen_pair``   ordered pairs of held-out labels (N_pair+1..N) at every position pair
+
+Labels 1..N_pair are the training labels and N_pair+1..N are held out, as in the paper.
+A two-object image with X left of Y (smaller column) is described by "X is on the left of Y";
+with ``captions="bidirectional"`` also by "Y is on the right of X" (Sec. 7).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from circuits.config import WorldConfig
+from circuits.data.vocab import BACKGROUND, Vocab
+from circuits.errors import ConfigError
+
+CAPTION_LEN = 4
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images of one split with the objects they show and the captions true of them.
+
+    ``objects`` and ``positions`` list the objects left to right (pixel index, CLS excluded),
+    padded with -1; ``true_captions`` lists every caption id true of the image, padded with -1,
+    the first being the canonical one ("X is on the left of Y").
+    """
+
+    name: str
+    images: Int[Tensor, "n seq"]  # [CLS] followed by the pixels
+    objects: Int[Tensor, "n k"]
+    positions: Int[Tensor, "n k"]
+    true_captions: Int[Tensor, "n t"]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def captions(self) -> Int[Tensor, " n"]:
+        """The canonical caption id of each image."""
+        return self.true_captions[:, 0]
+
+    @property
+    def n_objects(self) -> Int[Tensor, " n"]:
+        return (self.objects >= 0).sum(-1)
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.name, *(t.to(device) for t in (self.images, self.objects, self.positions, self.true_captions)))
+
+    def truth(self, n_captions: int) -> Bool[Tensor, "n n_captions"]:
+        """``truth[i, c]``: caption c is a true description of image i."""
+        out = torch.zeros(len(self), n_captions + 1, dtype=torch.bool, device=self.images.device)
+        out.scatter_(1, torch.where(self.true_captions < 0, n_captions, self.true_captions), True)
+        return out[:, :n_captions]
+
+    def subset(self, index: Tensor | slice) -> Split:
+        return Split(self.name, self.images[index], self.objects[index], self.positions[index], self.true_captions[index])
+
+    @staticmethod
+    def concat(name: str, parts: list[Split]) -> Split:
+        def cat(attr: str) -> Tensor:
+            width = max(getattr(p, attr).shape[1] for p in parts)
+            padded = [torch.nn.functional.pad(getattr(p, attr), (0, width - getattr(p, attr).shape[1]), value=-1) for p in parts]
+            return torch.cat(padded)
+
+        return Split(name, torch.cat([p.images for p in parts]), cat("objects"), cat("positions"), cat("true_captions"))
+
+
+SPLIT_NAMES = ("train_single", "train_pair", "single_object", "seen_pair", "unseen_pair")
+EVAL_SPLITS = ("single_object", "seen_pair", "unseen_pair")
+
+
+class World:
+    """Deterministic function of its `WorldConfig`: same config, same tensors."""
+
+    def __init__(self, cfg: WorldConfig):
+        cfg.validate()
+        self.cfg = cfg
+        self.vocab = Vocab(cfg.n_labels)
+        self.train_labels = list(range(1, cfg.n_pair_labels + 1))
+        self.heldout_labels = list(range(cfg.n_pair_labels + 1, cfg.n_labels + 1))
+        self._build_captions()
+        self.splits: dict[str, Split] = self._build_splits()
+
+    # ----------------------------------------------------------------- sizes
+    @property
+    def n_ctx_vision(self) -> int:
+        return self.cfg.n_pixels + 1
+
+    @property
+    def n_ctx_text(self) -> int:
+        return CAPTION_LEN
+
+    @property
+    def d_vocab_vision(self) -> int:
+        return self.vocab.d_vocab_vision
+
+    @property
+    def d_vocab_text(self) -> int:
+        return self.vocab.d_vocab_text
+
+    @property
+    def n_captions(self) -> int:
+        return self.captions.shape[0]
+
+    def column(self, pixel: int | Tensor) -> int | Tensor:
+        """Horizontal coordinate of a pixel index (row-major layout)."""
+        return pixel % self.cfg.width
+
+    @cached_property
+    def position_pairs(self) -> list[tuple[int, int]]:
+        """All pixel pairs (a, b) with a strictly left of b, in a fixed order."""
+        n = self.cfg.n_pixels
+        return [(a, b) for a in range(n) for b in range(n) if self.column(a) < self.column(b)]
+
+    def __getitem__(self, name: str) -> Split:
+        if name not in self.splits:
+            raise KeyError(f"unknown split {name!r}; splits are {', '.join(self.splits)}")
+        return self.splits[name]
+
+    @cached_property
+    def train(self) -> Split:
+        """All training images: single-object then two-object."""
+        return Split.concat("train", [self.splits["train_single"], self.splits["train_pair"]])
+
+    @cached_property
+    def train_caption_ids(self) -> Int[Tensor, " n_train_captions"]:
+        """Captions true of some training image (the texts the contrastive loss sees)."""
+        ids = self.train.true_captions
+        return torch.unique(ids[ids >= 0])
+
+    # ------------------------------------------------------------- captions
+    def _build_captions(self) -> None:
+        v, cfg = self.vocab, self.cfg
+        rows: list[list[int]] = [[k, v.is_, v.in_the_image, v.eot] for k in range(1, cfg.n_labels + 1)]
+        pairs = list(itertools.permutations(self.train_labels, 2)) + list(itertools.permutations(self.heldout_labels, 2))
+        self._left_id = {}
+        for x, y in pairs:
+            self._left_id[(x, y)] = len(rows)
+            rows.append([x, v.left_of, y, v.eot])
+        self._right_id = {}
+        if cfg.captions == "bidirectional":
+            for x, y in pairs:  # "y is on the right of x" describes x left of y
+                self._right_id[(x, y)] = len(rows)
+                rows.append([y, v.right_of, x, v.eot])
+        self.captions: Int[Tensor, "n_captions 4"] = torch.tensor(rows, dtype=torch.long)
+
+    @cached_property
+    def caption_objects(self) -> Int[Tensor, "n_captions 2"]:
+        """Labels each caption names (subject first; -1 where it names only one)."""
+        named = self.captions[:, [0, 2]]
+        return torch.where((named >= 1) & (named <= self.cfg.n_labels), named, -1)
+
+    def caption_id(self, left: int, right: int | None = None, relation: str = "left") -> int:
+        """Id of "left is in the image" (right=None), "left L right", or "right R left"."""
+        if right is None:
+            if not 1 <= left <= self.cfg.n_labels:
+                raise KeyError(f"no label {left}")
+            return left - 1
+        table = self._left_id if relation == "left" else self._right_id
+        if (left, right) not in table:
+            raise KeyError(f"no {relation} caption for the pair ({left}, {right}) in this world")
+        return table[(left, right)]
+
+    def caption_text(self, caption: int | Tensor) -> str:
+        tokens = self.captions[caption] if isinstance(caption, int) or caption.ndim == 0 else caption
+        return " ".join(self.vocab.text_token_str(int(t)) for t in tokens if int(t) != self.vocab.eot)
+
+    def true_caption_ids(self, x: int, y: int | None) -> list[int]:
+        """Captions true of an image showing x alone, or x left of y."""
+        if y is None:
+            return [self.caption_id(x)]
+        ids = [self.caption_id(x, y)]
+        if self.cfg.captions == "bidirectional":
+            ids.append(self.caption_id(x, y, relation="right"))
+        return ids
+
+    # --------------------------------------------------------------- images
+    def make_images(self, objects: Int[Tensor, "n k"], positions: Int[Tensor, "n k"]) -> Int[Tensor, "n seq"]:
+        """Token images ([CLS] + pixels) with ``objects[i, j]`` at pixel ``positions[i, j]`` (-1 = none)."""
+        n = objects.shape[0]
+        pixels = torch.full((n, self.cfg.n_pixels + 1), BACKGROUND, dtype=torch.long)  # last column: dump for -1
+        pixels.scatter_(1, torch.where(positions < 0, self.cfg.n_pixels, positions), objects.clamp(min=0))
+        cls = torch.full((n, 1), self.vocab.cls, dtype=torch.long)
+        return torch.cat([cls, pixels[:, :-1]], dim=1)
+
+    def parse_image(self, text: str) -> Int[Tensor, "1 seq"]:
+        """Parse ``"0 0 17 0 19 0 0 0 0 0"`` (pixel values, row-major, no CLS) into a token image."""
+        try:
+            values = [int(t) for t in text.replace(",", " ").split()]
+        except ValueError:
+            raise ConfigError(f"image {text!r} must be {self.cfg.n_pixels} integers separated by spaces") from None
+        if len(values) != self.cfg.n_pixels:
+            raise ConfigError(f"image has {len(values)} pixels; this world's images have {self.cfg.n_pixels}")
+        bad = [v for v in values if not 0 <= v <= self.cfg.n_labels]
+        if bad:
+            raise ConfigError(f"pixel value {bad[0]} out of range: use 0 (background) or a label 1..{self.cfg.n_labels}")
+        return torch.tensor([[self.vocab.cls, *values]], dtype=torch.long)
+
+    def image_text(self, image: Int[Tensor, " seq"]) -> str:
+        """Pixels of one token image as text (CLS dropped), rows separated by ' | '."""
+        px = [str(int(t)) for t in image[1:]]
+        w = self.cfg.width
+        return " | ".join(" ".join(px[r * w : (r + 1) * w]) for r in range(self.cfg.height))
+
+    # --------------------------------------------------------------- splits
+    def _build_splits(self) -> dict[str, Split]:
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(cfg.seed)
+        n_px = cfg.n_pixels
+
+        train_s, val_s = [], []
+        for label in range(1, cfg.n_labels + 1):
+            order = torch.randperm(n_px, generator=gen).tolist()
+            train_s += [(label, p) for p in sorted(order[: cfg.n_single_positions])]
+            val_s += [(label, p) for p in sorted(order[cfg.n_single_positions :])]
+
+        pos_pairs = self.position_pairs
+        train_p, seen_p, unseen_p = [], [], []
+        for x, y in itertools.permutations(self.train_labels, 2):
+            order = torch.randperm(len(pos_pairs), generator=gen).tolist()
+            train_p += [(x, y, *pos_pairs[i]) for i in sorted(order[: cfg.n_pair_positions])]
+            seen_p += [(x, y, *pos_pairs[i]) for i in sorted(order[cfg.n_pair_positions :])]
+        for x, y in itertools.permutations(self.heldout_labels, 2):
+            unseen_p += [(x, y, a, b) for a, b in pos_pairs]
+
+        return {
+            "train_single": self._single_split("train_single", train_s),
+            "train_pair": self._pair_split("train_pair", train_p),
+            "single_object": self._single_split("single_object", val_s),
+            "seen_pair": self._pair_split("seen_pair", seen_p),
+            "unseen_pair": self._pair_split("unseen_pair", unseen_p),
+        }
+
+    def _single_split(self, name: str, items: list[tuple[int, int]]) -> Split:
+        objects = torch.tensor([[label] for label, _ in items], dtype=torch.long).reshape(-1, 1)
+        positions = torch.tensor([[p] for _, p in items], dtype=torch.long).reshape(-1, 1)
+        true = torch.tensor([[self.caption_id(label)] for label, _ in items], dtype=torch.long).reshape(-1, 1)
+        return Split(name, self.make_images(objects, positions), objects, positions, true)
+
+    def _pair_split(self, name: str, items: list[tuple[int, int, int, int]]) -> Split:
+        width = 2 if self.cfg.captions == "bidirectional" else 1
+        objects = torch.tensor([[x, y] for x, y, _, _ in items], dtype=torch.long).reshape(-1, 2)
+        positions = torch.tensor([[a, b] for _, _, a, b in items], dtype=torch.long).reshape(-1, 2)
+        true = torch.tensor([self.true_caption_ids(x, y) for x, y, _, _ in items], dtype=torch.long).reshape(-1, width)
+        return Split(name, self.make_images(objects, positions), objects, positions, true)
+
+    def summary(self) -> dict[str, int]:
+        """Sizes of every split and of the caption table."""
+        return {**{name: len(s) for name, s in self.splits.items()}, "captions": self.n_captions}

@@ -1,0 +1,7 @@
+"""Hooked encoders and the CLIP pair, built on `transformer_lens.HookedRootModule`."""
+
+from circuits.models.attention import Attention
+from circuits.models.clip import HookedCLIP
+from circuits.models.encoder import HookedEncoder, HookedTextEncoder, HookedVisionEncoder, TransformerBlock
+
+__all__ = ["Attention", "HookedCLIP", "HookedEncoder", "HookedTextEncoder", "HookedVisionEncoder", "TransformerBlock"]

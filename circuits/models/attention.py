@@ -1,0 +1,209 @@
+"""Multi-head attention with TransformerLens names, and its exact term decomposition.
+
+Plain forward: ``hook_q|k|v`` -> ``hook_attn_scores`` (pre-softmax, / sqrt(d_head), masked) ->
+``hook_pattern`` -> ``hook_z`` -> ``hook_result`` (per head) -> summed output.
+
+Decomposed forward (analysis only, see `HookedEncoder.decomposed`): the attention input arrives
+as named sources (E token embedding, P positional embedding, H what earlier layers wrote, N the
+LayerNorm bias) and the projection biases form source B. Queries, keys and values are computed
+per source, and the scores are the sum of one hooked term per (query source, key source)::
+
+    blocks.{l}.attn.hook_score_{S}{T}   [batch, head, q_pos, k_pos]   (q_S . k_T) / sqrt(d_head)
+    blocks.{l}.attn.hook_v_{S}          [batch, pos, head, d_head]
+
+so ``hook_score_EP`` is the paper's E W_QK P^T (Sec. 5, Eq. 2) and ``hook_score_BP`` its
+b_Q W_K^T P^T (App. E). Zeroing a term hook removes that term from the scores (Fig. 5e).
+"""
+
+from __future__ import annotations
+
+import math
+
+import einops
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens import FactoredMatrix
+from transformer_lens.hook_points import HookPoint
+
+from circuits.config import EncoderConfig
+from circuits.models.components import Sources
+from circuits.models.positional import make_rotary
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: EncoderConfig, n_ctx: int, input_sources: list[str]):
+        super().__init__()
+        h, m, d = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.cfg = cfg
+        self.W_Q = nn.Parameter(torch.empty(h, m, d))
+        self.W_K = nn.Parameter(torch.empty(h, m, d))
+        self.W_V = nn.Parameter(torch.empty(h, m, d))
+        self.W_O = nn.Parameter(torch.empty(h, d, m))
+        bias = {"requires_grad": cfg.qkv_bias}
+        self.b_Q = nn.Parameter(torch.zeros(h, d), **bias)
+        self.b_K = nn.Parameter(torch.zeros(h, d), **bias)
+        self.b_V = nn.Parameter(torch.zeros(h, d), **bias)
+        self.b_O = nn.Parameter(torch.zeros(m))
+        self.rotary = make_rotary(cfg, n_ctx)
+
+        self.hook_q = HookPoint()  # [batch, q_pos, head, d_head]
+        self.hook_k = HookPoint()  # [batch, k_pos, head, d_head]
+        self.hook_v = HookPoint()  # [batch, k_pos, head, d_head]
+        if self.rotary is not None:
+            self.hook_rot_q = HookPoint()  # [batch, q_pos, head, d_head]
+            self.hook_rot_k = HookPoint()  # [batch, k_pos, head, d_head]
+        self.hook_attn_scores = HookPoint()  # [batch, head, q_pos, k_pos]
+        self.hook_pattern = HookPoint()  # [batch, head, q_pos, k_pos]
+        self.hook_z = HookPoint()  # [batch, q_pos, head, d_head]
+        self.hook_result = HookPoint()  # [batch, q_pos, head, d_model]
+
+        self.sources = [*input_sources, *(["B"] if cfg.qkv_bias else [])]
+        for s in self.sources:
+            self.add_module(f"hook_v_{s}", HookPoint())  # [batch, k_pos, head, d_head]
+            for t in self.sources:
+                self.add_module(f"hook_score_{s}{t}", HookPoint())  # [batch, head, q_pos, k_pos]
+
+    @property
+    def term_names(self) -> list[str]:
+        """Score terms of this layer, query source first: ``["EE", "EP", ..., "BB"]``."""
+        return [s + t for s in self.sources for t in self.sources]
+
+    @property
+    def QK(self) -> FactoredMatrix:
+        """W_Q W_K^T per head, [head, d_model, d_model] (heads-first, as in TransformerLens)."""
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        return FactoredMatrix(self.W_V, self.W_O)
+
+    # ------------------------------------------------------------------ plain
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        n = x.shape[1]
+        pos = torch.arange(n, device=x.device)
+        q = self.hook_q(self._project(x, self.W_Q, self.b_Q))
+        k = self.hook_k(self._project(x, self.W_K, self.b_K))
+        v = self.hook_v(self._project(x, self.W_V, self.b_V))
+        if self.rotary is not None:
+            q = self.hook_rot_q(self.rotary(q, pos))
+            k = self.hook_rot_k(self.rotary(k, pos))
+        scores = einops.einsum(q, k, "b q h d, b k h d -> b h q k") / math.sqrt(self.cfg.d_head)
+        return self._attend(scores, v, pos, pos)
+
+    @staticmethod
+    def _project(x: Tensor, W: Tensor, b: Tensor) -> Float[Tensor, "batch pos head d_head"]:
+        """x W + b for all heads in one matmul."""
+        flat = x @ einops.rearrange(W, "h m d -> m (h d)")
+        return einops.rearrange(flat, "b p (h d) -> b p h d", h=W.shape[0]) + b
+
+    def forward_pooled(
+        self, x: Float[Tensor, "batch pos d_model"], query_index: int
+    ) -> Float[Tensor, "batch 1 d_model"]:
+        """Output at one query position only, exactly, at a fraction of the cost.
+
+        Used for the last layer in training, where only the pooled row reaches the output.
+        Without rotary, weights are contracted with the query first: scores = (q W_K^T) . x_j
+        + q . b_K and z = (sum_j a_j x_j) W_V + b_V, so keys and values are never formed for
+        every position. No hooks fire on this path.
+        """
+        n = x.shape[1]
+        k_pos = torch.arange(n, device=x.device)
+        q_pos = k_pos[[query_index]]
+        q = self._project(x[:, q_pos], self.W_Q, self.b_Q)[:, 0]  # [b, h, d]
+        if self.rotary is None:
+            q_key = einops.einsum(q, self.W_K, "b h d, h m d -> b h m")
+            scores = einops.einsum(q_key, x, "b h m, b k m -> b h k") + einops.einsum(q, self.b_K, "b h d, h d -> b h")[..., None]
+        else:
+            q = self.rotary(q[:, None], q_pos)[:, 0]
+            k = self.rotary(self._project(x, self.W_K, self.b_K), k_pos)
+            scores = einops.einsum(q, k, "b h d, b k h d -> b h k")
+        scores = scores / math.sqrt(self.cfg.d_head)
+        if self.cfg.causal:
+            scores = scores.masked_fill(k_pos[None, None, :] > q_pos, float("-inf"))
+        pattern = F.softmax(scores, dim=-1)
+        mixed = einops.einsum(pattern, x, "b h k, b k m -> b h m")
+        z = einops.einsum(mixed, self.W_V, "b h m, h m d -> b h d") + self.b_V
+        out = einops.rearrange(z, "b h d -> b (h d)") @ einops.rearrange(self.W_O, "h d m -> (h d) m")
+        return (out + self.b_O)[:, None]
+
+    def forward_pooled_table(
+        self,
+        table: Float[Tensor, "vocab pos d_model"],
+        tokens: Int[Tensor, "batch pos"],
+        query_index: int,
+    ) -> Float[Tensor, "batch d_model"]:
+        """First-layer output at one query position, from the table of its possible inputs.
+
+        The input of layer 0 at position p is a function of (token, p) only, so queries, keys
+        and values are computed once per (token, position) pair (d_vocab x n_ctx rows instead
+        of batch x n_ctx), scores are gathered from q . k_table and values mixed by
+        scattering the pattern onto the table. Exact; no hooks fire on this path.
+        """
+        n_vocab, n_pos, _ = table.shape
+        b, n = tokens.shape
+        pos = torch.arange(n, device=tokens.device)
+        row = tokens * n_pos + pos  # [b, n]: each pixel's row of the table
+        flat = table.reshape(1, n_vocab * n_pos, -1)
+        q_tab = self._project(flat, self.W_Q, self.b_Q)[0]  # [rows, h, d]
+        k_tab = self._project(flat, self.W_K, self.b_K)[0]
+        v_tab = self._project(flat, self.W_V, self.b_V)[0]
+        if self.rotary is not None:
+            table_pos = torch.arange(n_pos, device=tokens.device).repeat(n_vocab)
+            q_tab = self.rotary(q_tab[None], table_pos)[0]
+            k_tab = self.rotary(k_tab[None], table_pos)[0]
+        qi = query_index % n
+        n_rows, h = q_tab.shape[0], self.cfg.n_heads
+        qk_tab = einops.einsum(q_tab, k_tab, "rq h d, rk h d -> h rq rk") / math.sqrt(self.cfg.d_head)
+        index = einops.repeat(row, "b k -> b h k", h=h)
+        flat_index = (torch.arange(h, device=row.device)[None, :, None] * n_rows + row[:, qi, None, None]) * n_rows + index
+        scores = qk_tab.reshape(-1)[flat_index]  # [b, h, k] = q(row_qi) . k(row_k)
+        if self.cfg.causal:
+            scores = scores.masked_fill(pos > qi, float("-inf"))
+        pattern = F.softmax(scores, dim=-1)
+        weights = pattern.new_zeros(b, h, n_rows).scatter_add(2, index, pattern)  # pattern mass per table row
+        z = einops.einsum(weights, v_tab, "b h r, r h d -> b h d")
+        return einops.rearrange(z, "b h d -> b (h d)") @ einops.rearrange(self.W_O, "h d m -> (h d) m") + self.b_O
+
+    # ------------------------------------------------------------- decomposed
+    def forward_decomposed(self, sources: Sources) -> Float[Tensor, "batch pos d_model"]:
+        """Same output as `forward` on ``sum(sources)``, with every score term and value source hooked."""
+        first = next(iter(sources.values()))
+        n = first.shape[1]
+        pos = torch.arange(n, device=first.device)
+
+        def project(W: Tensor, b: Tensor) -> Sources:
+            parts = {s: self._project(x, W, 0.0) for s, x in sources.items()}
+            if "B" in self.sources:
+                parts["B"] = b.expand(first.shape[0], n, *b.shape)
+            return parts
+
+        qs, ks = project(self.W_Q, self.b_Q), project(self.W_K, self.b_K)
+        vs = {s: getattr(self, f"hook_v_{s}")(v) for s, v in project(self.W_V, self.b_V).items()}
+        self.hook_q(sum(qs.values()))
+        self.hook_k(sum(ks.values()))
+        v = self.hook_v(sum(vs.values()))
+        if self.rotary is not None:
+            qs = {s: self.rotary(q, pos) for s, q in qs.items()}
+            ks = {s: self.rotary(k, pos) for s, k in ks.items()}
+            self.hook_rot_q(sum(qs.values()))
+            self.hook_rot_k(sum(ks.values()))
+        scale = math.sqrt(self.cfg.d_head)
+        scores = sum(
+            getattr(self, f"hook_score_{s}{t}")(einops.einsum(qs[s], ks[t], "b q h d, b k h d -> b h q k") / scale)
+            for s in qs
+            for t in ks
+        )
+        return self._attend(scores, v, pos, pos)
+
+    # ---------------------------------------------------------------- shared
+    def _attend(self, scores: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        if self.cfg.causal:
+            future = k_pos[None, :] > q_pos[:, None]
+            scores = scores.masked_fill(future, float("-inf"))
+        scores = self.hook_attn_scores(scores)
+        pattern = self.hook_pattern(F.softmax(scores, dim=-1))
+        z = self.hook_z(einops.einsum(pattern, v, "b h q k, b k h d -> b q h d"))
+        result = self.hook_result(einops.einsum(z, self.W_O, "b q h d, h d m -> b q h m"))
+        return result.sum(dim=2) + self.b_O

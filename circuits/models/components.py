@@ -1,0 +1,92 @@
+"""Small building blocks with TransformerLens names and shapes: embeddings, LayerNorm, MLP.
+
+Each block that feeds attention can also *decompose*: map a dict of residual-stream sources
+(``{"E": ..., "P": ..., "H": ...}``, each ``[batch, pos, d_model]``, summing to the stream) to
+the sources of its output. This is what lets `Attention` expose every QK term as a hook.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+Sources = dict[str, Tensor]  # source name -> [batch, pos, d_model]; the values sum to the stream
+
+
+class Embed(nn.Module):
+    def __init__(self, d_vocab: int, d_model: int):
+        super().__init__()
+        self.W_E = nn.Parameter(torch.empty(d_vocab, d_model))
+
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        return F.embedding(tokens, self.W_E)
+
+
+class PosEmbed(nn.Module):
+    """Learned absolute positional embedding, added to the residual stream."""
+
+    def __init__(self, n_ctx: int, d_model: int):
+        super().__init__()
+        self.W_pos = nn.Parameter(torch.empty(n_ctx, d_model))
+
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        return self.W_pos[: tokens.shape[1]].expand(tokens.shape[0], -1, -1)
+
+
+class LayerNorm(nn.Module):
+    """Pre-LN: ``w * (x - mean) / scale + b`` with TransformerLens' ``hook_scale`` / ``hook_normalized``."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.w = nn.Parameter(torch.ones(d_model))
+        self.b = nn.Parameter(torch.zeros(d_model))
+        self.hook_scale = HookPoint()  # [batch, pos, 1]
+        self.hook_normalized = HookPoint()  # [batch, pos, d_model]
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        return self._forward_with_scale(x)[0]
+
+    def _forward_with_scale(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        return self.hook_normalized(x / scale * self.w + self.b), scale
+
+    def decompose(self, sources: Sources) -> Sources:
+        """Exact split of LN(sum of sources) (App. R, Eq. 33-34): each centred source times
+        ``w / scale``, where scale is that of the whole stream (so the sum is exact and only the
+        reading is approximate), plus the LN bias as source ``"N"``."""
+        _, scale = self._forward_with_scale(sum(sources.values()))
+        out = {name: (s - s.mean(-1, keepdim=True)) / scale * self.w for name, s in sources.items()}
+        out["N"] = self.b.expand_as(next(iter(sources.values())))
+        return out
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, d_mlp: int):
+        super().__init__()
+        self.W_in = nn.Parameter(torch.empty(d_model, d_mlp))
+        self.b_in = nn.Parameter(torch.zeros(d_mlp))
+        self.W_out = nn.Parameter(torch.empty(d_mlp, d_model))
+        self.b_out = nn.Parameter(torch.zeros(d_model))
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_post = HookPoint()  # [batch, pos, d_mlp]
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        post = self.hook_post(F.gelu(pre))
+        return post @ self.W_out + self.b_out
+
+
+def init_normal_(param: Tensor, std: float, generator: torch.Generator) -> None:
+    with torch.no_grad():
+        param.normal_(0.0, std, generator=generator)
+
+
+def fan_in_std(fan_in: int, override: float | None) -> float:
+    return override if override is not None else 1.0 / math.sqrt(fan_in)

@@ -1,0 +1,6 @@
+"""CLIP-style contrastive training."""
+
+from circuits.train.loop import TrainResult, make_optimizer, resolve_device, train
+from circuits.train.loss import clip_loss, clip_loss_reference
+
+__all__ = ["TrainResult", "clip_loss", "clip_loss_reference", "make_optimizer", "resolve_device", "train"]
