@@ -159,17 +159,39 @@ def _valid_keys(row: PooledRow) -> Tensor:
     return torch.isfinite(row.scores)  # [n, head, k]: unmasked keys
 
 
-def term_spread(
-    model: HookedCLIP, encoder: str = "vision", split: str = "unseen_pair", layer: int = 0, extra: tuple[str, ...] = ()
-) -> dict[str, list[float]]:
-    """Per term (and each expression in ``extra``), per head: mean over inputs of the term's
-    standard deviation across the unmasked keys of the pooled row, divided by the mean
-    standard deviation of the full scores (App. E, Fig. 13)."""
+def _inputs_and_row(model: HookedCLIP, encoder: str, split: str, layer: int) -> tuple[TwoObjectInputs, PooledRow]:
     inputs = two_object_inputs(model, encoder, split)
-    row = pooled_row_terms(get_encoder(model, encoder), inputs.tokens, layer=layer)
+    return inputs, pooled_row_terms(get_encoder(model, encoder), inputs.tokens, layer=layer)
+
+
+def default_terms(terms: list[str] | dict) -> list[str]:
+    """Every term, then the key-position groups: EP+PP, and every query source x P if larger."""
+    names = list(terms)
+    if "EP" in terms and "PP" in terms:
+        names.append("EP+PP")
+        group = key_source_group(terms, "P")
+        if group != "EP+PP":
+            names.append(group)
+    return names
+
+
+def term_spread(
+    model: HookedCLIP,
+    encoder: str = "vision",
+    split: str = "unseen_pair",
+    layer: int = 0,
+    terms: tuple[str, ...] | None = None,
+) -> dict[str, list[float]]:
+    """Per term (default: `default_terms`), per head: mean over inputs of the term's standard
+    deviation across the unmasked keys of the pooled row, divided by the mean standard
+    deviation of the full scores (App. E, Fig. 13)."""
+    _, row = _inputs_and_row(model, encoder, split, layer)
+    return _spread(row, terms or default_terms(row.terms))
+
+
+def _spread(row: PooledRow, names: list[str] | tuple[str, ...]) -> dict[str, list[float]]:
     valid = _valid_keys(row)
     total = _masked_std(row.scores, valid).mean(0)
-    names = [*row.terms, *extra]
     return {name: (_masked_std(row.combine(name), valid).mean(0) / total).tolist() for name in names}
 
 
@@ -197,16 +219,17 @@ def term_gradient(
     layer: int = 0,
     terms: tuple[str, ...] | None = None,
 ) -> dict[str, Gradient]:
-    """Monotonicity and slope of each term (default: every term plus the key-position group)
-    along the key columns of the pooled row (pixels for vision, words X/relation/Y for text)."""
-    inputs = two_object_inputs(model, encoder, split)
-    row = pooled_row_terms(get_encoder(model, encoder), inputs.tokens, layer=layer)
+    """Monotonicity and slope of each term (default: `default_terms`) along the key columns of
+    the pooled row (pixels for vision, words X / relation / Y for text)."""
+    inputs, row = _inputs_and_row(model, encoder, split, layer)
+    return _gradients(inputs, row, terms or default_terms(row.terms))
+
+
+def _gradients(inputs: TwoObjectInputs, row: PooledRow, names: list[str] | tuple[str, ...]) -> dict[str, Gradient]:
     keys = (inputs.columns >= 0).nonzero()[:, 0]
     x = inputs.columns[keys].float()
-    if terms is None:
-        terms = (*row.terms, *([key_source_group(row.terms, "P")] if any(t[1] == "P" for t in row.terms) else []))
     out = {}
-    for name in terms:
+    for name in names:
         y = row.combine(name)[:, :, keys.to(row.scores.device)].cpu()  # [n, head, keys]
         out[name] = Gradient(
             monotonicity=_spearman(y, x).mean(0).tolist(),
@@ -214,6 +237,23 @@ def term_gradient(
             profile=_column_profile(y, x).tolist(),
         )
     return out
+
+
+def term_summary(
+    model: HookedCLIP, encoder: str = "vision", split: str = "unseen_pair", layer: int = 0
+) -> list[dict]:
+    """One row per (head, term): share of the row's spread, monotonicity and slope (the table
+    of ``lenscli decompose``), for every term and the key-position groups."""
+    inputs, row = _inputs_and_row(model, encoder, split, layer)
+    names = default_terms(row.terms)
+    spread, grads = _spread(row, names), _gradients(inputs, row, names)
+    n_heads = row.scores.shape[1]
+    return [
+        {"head": h, "term": name, "share": spread[name][h], "monotonicity": grads[name].monotonicity[h],
+         "slope": grads[name].slope[h]}
+        for h in range(n_heads)
+        for name in names
+    ]
 
 
 def _ranks(v: Tensor) -> Tensor:

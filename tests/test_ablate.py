@@ -1,0 +1,89 @@
+"""Zero-ablation patches: hooks, context manager, validation and their exact effect."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from circuits import HookedCLIP, RunConfig
+from circuits.ablate import Ablation, ablated, ablation_hooks, evaluate_ablation
+from circuits.errors import CircuitsError
+from test_decompose import CONFIGS
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:8], ids=[f"cfg{i}" for i in range(8)])
+@pytest.mark.parametrize("encoder", ["vision", "text"])
+def test_ablating_every_term_gives_uniform_attention_over_unmasked_keys(cfg: RunConfig, encoder: str) -> None:
+    model = HookedCLIP(cfg).eval()
+    enc = model.encoders[encoder]
+    tokens = model.world["seen_pair"].images[:8] if encoder == "vision" else model.world.captions[:8]
+    every = Ablation(terms=tuple(enc.term_names(0)), encoders=(encoder,), layers=(0,))
+    with ablated(model, every):
+        _, cache = enc.run_with_cache(tokens)
+    pattern = cache["pattern", 0]
+    n = pattern.shape[-1]
+    allowed = torch.ones(n, n, dtype=torch.bool)
+    if enc.cfg.causal:
+        allowed = torch.tril(allowed)
+    expected = allowed / allowed.sum(-1, keepdim=True)
+    torch.testing.assert_close(pattern, expected.expand_as(pattern), atol=1e-6, rtol=0)
+
+
+def test_head_selection_touches_only_those_heads() -> None:
+    cfg = RunConfig().with_overrides({"model.vision.d_model": 24, "model.vision.d_head": 6})
+    model = HookedCLIP(cfg).eval()
+    images = model.world["unseen_pair"].images[:8]
+    _, before = model.vision.run_with_cache(images)
+    with ablated(model, Ablation(terms=("EE", "EP", "PE", "PP"), heads=(1, 3))):
+        _, after = model.vision.run_with_cache(images)
+    p0, p1 = before["pattern", 0], after["pattern", 0]
+    torch.testing.assert_close(p1[:, [0, 2]], p0[:, [0, 2]], atol=1e-6, rtol=1e-5)
+    assert (p1[:, [1, 3]] - p0[:, [1, 3]]).abs().max() > 1e-3
+
+
+def test_value_ablation_removes_exactly_that_source() -> None:
+    """Zeroing hook_v_P leaves v = v_E + v_B: the positional part is gone, nothing else."""
+    model = HookedCLIP(RunConfig().with_overrides({"model.vision.d_model": 16, "model.vision.d_head": 4})).eval()
+    images = model.world["unseen_pair"].images[:5]
+    with model.vision.decomposed():
+        _, full = model.vision.run_with_cache(images)
+    with ablated(model, Ablation(values=("P",))):
+        _, cut = model.vision.run_with_cache(images)
+    torch.testing.assert_close(cut["v", 0], full["v", 0] - full["blocks.0.attn.hook_v_P"], atol=1e-6, rtol=1e-5)
+
+
+def test_hooks_work_with_run_with_hooks_and_are_removed() -> None:
+    model = HookedCLIP(RunConfig().with_overrides({"model.vision.d_model": 16, "model.vision.d_head": 4})).eval()
+    images = model.world["unseen_pair"].images[:5]
+    plain = model.vision(images)
+    hooks = ablation_hooks(model, Ablation(terms=("EP",)))["vision"]
+    patched = model.vision.run_with_hooks(images, fwd_hooks=hooks, decompose=True)
+    assert (patched - plain).abs().max() > 1e-4
+    torch.testing.assert_close(model.vision(images), plain)
+
+
+@pytest.mark.parametrize(
+    ("ablation", "message"),
+    [
+        (Ablation(terms=("XP",)), "unknown term 'XP' in layer 0; terms are EE, EP"),
+        (Ablation(values=("Q",)), "unknown value source 'Q'.*sources are E, P, B"),
+        (Ablation(terms=("EP",), layers=(2,)), "unknown layer 2; this encoder has layers 0..0"),
+        (Ablation(terms=("EP",), heads=(4,)), "unknown head 4; this encoder has heads 0..3"),
+        (Ablation(terms=("EP",), encoders=("audio",)), "unknown encoder 'audio'"),
+    ],
+)
+def test_bad_ablations_name_what_exists(ablation: Ablation, message: str) -> None:
+    model = HookedCLIP(RunConfig().with_overrides({"model.vision.d_model": 16, "model.vision.d_head": 4}))
+    with pytest.raises(CircuitsError, match=message):
+        ablation_hooks(model, ablation)
+
+
+def test_evaluate_ablation_reports_both_tables_and_restores_the_model() -> None:
+    cfg = RunConfig().with_overrides({"model.vision.d_model": 16, "model.vision.d_head": 4,
+                                      "model.text.d_model": 16, "model.text.d_head": 4})
+    model = HookedCLIP(cfg).eval()
+    out = evaluate_ablation(model, Ablation(terms=("EP", "PP", "BP"), encoders=("vision", "text")))
+    assert set(out) == {"baseline", "ablated", "ablation"}
+    assert set(out["ablated"]) == set(out["baseline"]) >= {"single_object", "seen_pair", "unseen_pair", "label_set"}
+    assert out["ablation"]["terms"] == ["EP", "PP", "BP"]
+    assert model.vision.decompose is False and not any(hp._forward_hooks for hp in model.vision.hook_dict.values())

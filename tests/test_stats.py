@@ -1,0 +1,93 @@
+"""Head statistics on a hand-built model whose only positional signal is a known EP gradient."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from circuits import HookedCLIP, RunConfig
+from circuits.ablate import Ablation, ablated
+from circuits.stats import head_bias, term_gradient, term_spread
+
+ALPHA = 0.8  # EP logit added per pixel to the right (head 0) or left (head 1)
+
+
+def handbuilt_model() -> HookedCLIP:
+    """1 layer, 2 heads, d_head 2. The [CLS] query is e0, keys carry alpha * position along the
+    same direction, so on the [CLS] row EP = +-alpha * j / sqrt(2) and every other term is 0:
+    head 0 prefers the right object, head 1 the left, whatever the labels."""
+    cfg = RunConfig().with_overrides({
+        "world.width": 7, "world.n_labels": 5, "world.n_pair_labels": 3, "world.n_pair_positions": 4,
+        "world.n_single_positions": 3,
+        "model.vision.n_heads": 2, "model.vision.d_model": 8, "model.vision.d_head": 2, "model.vision.qkv_bias": False,
+        "model.text.d_model": 8, "model.text.d_head": 2,
+    })
+    model = HookedCLIP(cfg).eval()
+    v, world = model.vision, model.world
+    with torch.no_grad():
+        for p in v.parameters():
+            p.zero_()
+        W_E, W_pos, attn = v.embed.W_E, v.pos_embed.W_pos, v.blocks[0].attn
+        W_E[world.vocab.cls, 0] = 1.0
+        for label in range(1, world.cfg.n_labels + 1):
+            W_E[label, 1] = 1.0
+            W_E[label, 3 + label % 5] = 0.5  # label identity, invisible to Q and K
+        W_pos[:, 2] = torch.arange(W_pos.shape[0], dtype=torch.float32)
+        for head, sign in ((0, 1.0), (1, -1.0)):
+            attn.W_Q[head, 0, 0] = 1.0
+            attn.W_K[head, 2, 0] = sign * ALPHA
+            attn.W_V[head, 1, 1] = 1.0
+            attn.W_O[head, 1, head] = 1.0
+    return model
+
+
+def test_known_gradient_gives_the_bias_the_math_says() -> None:
+    model = handbuilt_model()
+    bias = head_bias(model)
+    assert bias.second == [1.0, 0.0] and bias.first == [0.0, 1.0]
+    # the gradient runs over every key: head 0 peaks at the last pixel, head 1 at [CLS] itself
+    right_object_last = (model.world["unseen_pair"].positions[:, 1] == model.world.cfg.width - 1).float().mean()
+    assert bias.argmax_second[0] == pytest.approx(float(right_object_last)) and 0 < right_object_last < 1
+    assert bias.argmax_other[1] == 1.0
+    assert bias.relational_second == [1.0, 0.0] and bias.relational_first == [0.0, 1.0]
+    assert bias.label_specific == [0.0, 0.0]
+
+
+def test_known_gradient_has_the_expected_monotonicity_and_slope() -> None:
+    grad = term_gradient(handbuilt_model(), terms=("EP", "PP", "EE"))
+    assert grad["EP"].monotonicity == pytest.approx([1.0, -1.0])
+    assert grad["EP"].slope == pytest.approx([ALPHA / math.sqrt(2), -ALPHA / math.sqrt(2)], rel=1e-5)
+    assert grad["PP"].slope == pytest.approx([0.0, 0.0], abs=1e-7)
+    spread = term_spread(handbuilt_model())
+    assert spread["EP"] == pytest.approx([1.0, 1.0], rel=1e-5)  # EP is the whole spread of the row
+    assert spread["EE"] == pytest.approx([0.0, 0.0], abs=1e-7)
+
+
+def test_ablating_ep_removes_the_bias_and_flattens_the_cls_row() -> None:
+    model = handbuilt_model()
+    images = model.world["unseen_pair"].images
+    with ablated(model, Ablation(terms=("EP",))):
+        _, cache = model.vision.run_with_cache(images)
+        bias = head_bias(model)
+    cls_row = cache["pattern", 0][:, :, 0]
+    torch.testing.assert_close(cls_row, torch.full_like(cls_row, 1 / cls_row.shape[-1]))
+    assert bias.first == [0.0, 0.0] and bias.second == [0.0, 0.0]
+
+
+def test_ablating_pp_changes_nothing_here() -> None:
+    model = handbuilt_model()
+    images = model.world["unseen_pair"].images
+    plain = model.vision(images)
+    with ablated(model, Ablation(terms=("PP", "EE", "PE"))):
+        torch.testing.assert_close(model.vision(images), plain, atol=1e-6, rtol=1e-5)
+
+
+def test_text_statistics_use_subject_and_object_words() -> None:
+    """Text EOT row: positions 0 (subject) and 2 (object); fractions are proper probabilities."""
+    bias = head_bias(handbuilt_model(), encoder="text")
+    assert bias.n_inputs == 2 * 1  # ordered pairs of the 2 held-out labels
+    for h in range(len(bias.first)):
+        assert bias.first[h] + bias.second[h] <= 1.0
+        assert bias.relational_first[h] + bias.relational_second[h] + bias.label_specific[h] == pytest.approx(1.0)
