@@ -10,6 +10,7 @@ Quick tour::
     cache["pattern", 0]                                    # TransformerLens-style hooks everywhere
 """
 
+from circuits.checkpoint import load, save
 from circuits.config import EncoderConfig, ModelConfig, RunConfig, TrainConfig, WorldConfig
 from circuits.data import Split, World
 from circuits.errors import CheckpointError, CircuitsError, ConfigError
@@ -31,6 +32,8 @@ __all__ = [
     "World",
     "WorldConfig",
     "evaluate",
+    "load",
+    "save",
     "similarity_matrix",
     "train",
 ]

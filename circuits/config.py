@@ -169,6 +169,7 @@ class RunConfig:
                 enc.positional != "rotary" or enc.d_head % 2 == 0,
                 f"{p}.d_head must be even for rotary embeddings (got {enc.d_head})",
             )
+            _check(enc.rotary_base > 0, f"{p}.rotary_base must be > 0 (got {enc.rotary_base})")
             _check(0.0 <= enc.dropout < 1.0, f"{p}.dropout must be in [0, 1) (got {enc.dropout})")
             for key in ("init_embed_std", "init_pos_std"):
                 _check(getattr(enc, key) > 0, f"{p}.{key} must be > 0 (got {getattr(enc, key)})")
@@ -239,7 +240,10 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
             node = node[part]
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
+def _build(cls: type, data: Any, prefix: str, base: Any = None) -> Any:
+    """``base`` (default: ``cls()``) with the fields in ``data`` replaced; nested sections start
+    from the parent's default, so a partial ``model.text`` section keeps the text encoder causal."""
+    base = cls() if base is None else base
     if not isinstance(data, dict):
         raise ConfigError(f"config section {prefix.rstrip('.') or 'root'} must be an object")
     hints = typing.get_type_hints(cls)
@@ -253,10 +257,10 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             continue
         hint, value = hints[f.name], data[f.name]
         if dataclasses.is_dataclass(hint):
-            kwargs[f.name] = _build(hint, value, prefix + f.name + ".")
+            kwargs[f.name] = _build(hint, value, prefix + f.name + ".", getattr(base, f.name))
         else:
             kwargs[f.name] = _coerce(value, hint, prefix + f.name)
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs)
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -278,12 +282,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return value.lower() == "true"
         raise ConfigError(f"{key} must be true or false (got {value!r})")
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or int(value) != value:
             raise ConfigError(f"{key} must be an integer (got {value!r})")
         return int(value)
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number (got {value!r})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number (got {value!r})")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -204,7 +204,7 @@ class World:
     def parse_image(self, text: str) -> Int[Tensor, "1 seq"]:
         """Parse ``"0 0 17 0 19 0 0 0 0 0"`` (pixel values, row-major, no CLS) into a token image."""
         try:
-            values = [int(t) for t in text.replace(",", " ").split()]
+            values = [int(t) for t in text.replace(",", " ").replace("|", " ").split()]
         except ValueError:
             raise ConfigError(f"image {text!r} must be {self.cfg.n_pixels} integers separated by spaces") from None
         if len(values) != self.cfg.n_pixels:

@@ -29,6 +29,7 @@ from transformer_lens.hook_points import HookPoint
 
 from circuits.config import EncoderConfig
 from circuits.models.components import Sources
+from circuits.models.pooled_ops import TablePlan, mix_rows
 from circuits.models.positional import make_rotary
 
 
@@ -138,33 +139,36 @@ class Attention(nn.Module):
 
         The input of layer 0 at position p is a function of (token, p) only, so queries, keys
         and values are computed once per (token, position) pair (d_vocab x n_ctx rows instead
-        of batch x n_ctx), scores are gathered from q . k_table and values mixed by
-        scattering the pattern onto the table. Exact; no hooks fire on this path.
+        of batch x n_ctx), in one matmul. Queries are needed at the query position only, and a
+        causal layer never looks past it, so later positions are dropped. The scores are
+        gathered from the [head, query token, key row] table, and each head's values are
+        folded into W_O once per table row (``ov``), so the output is a sparse weighted sum of
+        ``ov`` rows (`pooled_ops.mix_rows`): batch x head x key terms, no dense
+        [batch, table rows] matrix. Exact; no hooks fire on this path.
         """
-        n_vocab, n_pos, _ = table.shape
+        n_vocab, n_pos, m = table.shape
         b, n = tokens.shape
-        pos = torch.arange(n, device=tokens.device)
-        row = tokens * n_pos + pos  # [b, n]: each pixel's row of the table
-        flat = table.reshape(1, n_vocab * n_pos, -1)
-        q_tab = self._project(flat, self.W_Q, self.b_Q)[0]  # [rows, h, d]
-        k_tab = self._project(flat, self.W_K, self.b_K)[0]
-        v_tab = self._project(flat, self.W_V, self.b_V)[0]
-        if self.rotary is not None:
-            table_pos = torch.arange(n_pos, device=tokens.device).repeat(n_vocab)
-            q_tab = self.rotary(q_tab[None], table_pos)[0]
-            k_tab = self.rotary(k_tab[None], table_pos)[0]
+        h, d = self.cfg.n_heads, self.cfg.d_head
         qi = query_index % n
-        n_rows, h = q_tab.shape[0], self.cfg.n_heads
-        qk_tab = einops.einsum(q_tab, k_tab, "rq h d, rk h d -> h rq rk") / math.sqrt(self.cfg.d_head)
-        index = einops.repeat(row, "b k -> b h k", h=h)
-        flat_index = (torch.arange(h, device=row.device)[None, :, None] * n_rows + row[:, qi, None, None]) * n_rows + index
-        scores = qk_tab.reshape(-1)[flat_index]  # [b, h, k] = q(row_qi) . k(row_k)
-        if self.cfg.causal:
-            scores = scores.masked_fill(pos > qi, float("-inf"))
+        n_keys = qi + 1 if self.cfg.causal else n  # causal: keys after the query get no weight
+        plan = getattr(self, "_pooled_plan", None)
+        if plan is None or not plan.matches(tokens, n_vocab, n_keys, qi, h):
+            plan = TablePlan(tokens, n_vocab, n_keys, qi, h)
+            if torch.is_grad_enabled():  # training passes the same tokens every step: keep it
+                self._pooled_plan = plan
+        n_rows = plan.n_rows
+        W = torch.cat([self.W_Q, self.W_K, self.W_V]).permute(1, 0, 2).reshape(m, 3 * h * d)
+        bias = torch.cat([self.b_Q, self.b_K, self.b_V]).reshape(3 * h * d)
+        qkv = torch.addmm(bias, table[:, :n_keys].reshape(n_rows, m), W).view(n_vocab, n_keys, 3, h, d)
+        q, k, v = qkv[:, qi, 0], qkv[:, :, 1], qkv[:, :, 2]  # [vocab, h, d], [vocab, keys, h, d] x2
+        if self.rotary is not None:
+            q = self.rotary(q[:, None], torch.arange(qi, qi + 1, device=table.device))[:, 0]
+            k = self.rotary(k, torch.arange(n_keys, device=table.device))
+        qk = torch.bmm(q.transpose(0, 1), k.reshape(n_rows, h, d).permute(1, 2, 0)) / math.sqrt(d)  # [h, vocab, rows]
+        scores = qk.reshape(-1).gather(0, plan.score_index).view(b, h, n_keys)
         pattern = F.softmax(scores, dim=-1)
-        weights = pattern.new_zeros(b, h, n_rows).scatter_add(2, index, pattern)  # pattern mass per table row
-        z = einops.einsum(weights, v_tab, "b h r, r h d -> b h d")
-        return einops.rearrange(z, "b h d -> b (h d)") @ einops.rearrange(self.W_O, "h d m -> (h d) m") + self.b_O
+        ov = torch.bmm(v.reshape(n_rows, h, d).transpose(0, 1), self.W_O)  # [h, rows, d_model]
+        return mix_rows(pattern.view(b, h * n_keys), ov.reshape(h * n_rows, m), plan) + self.b_O
 
     # ------------------------------------------------------------- decomposed
     def forward_decomposed(self, sources: Sources) -> Float[Tensor, "batch pos d_model"]:

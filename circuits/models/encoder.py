@@ -71,7 +71,7 @@ class TransformerBlock(nn.Module):
         """As the first block, pooled row only, from the (token, position) input table."""
         attn_out = self.dropout(self.attn.forward_pooled_table(self.ln1(table), tokens, query_index))
         qi = query_index % tokens.shape[1]
-        resid = table[tokens[:, qi], qi] + attn_out
+        resid = table[:, qi].index_select(0, tokens[:, qi]) + attn_out
         if self.mlp is not None:
             resid = resid + self.dropout(self.mlp(self.ln2(resid)))
         return resid

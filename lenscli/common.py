@@ -1,0 +1,120 @@
+"""What every lenscli command shares: user-error handling, config and checkpoint options, tables.
+
+A new command is a few lines::
+
+    @app.command()
+    @user_errors
+    def decompose(ckpt: CheckpointOption, as_json: JsonOption = False) -> None:
+        from circuits.checkpoint import load   # torch/circuits imported lazily: --help stays fast
+        ...
+
+Imports of torch and circuits stay inside functions so that ``lenscli --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional, ParamSpec, TypeVar
+
+import typer
+
+if TYPE_CHECKING:
+    from circuits.config import RunConfig
+
+USER_ERROR_EXIT = 2  # the exit code of bad user input, as click uses for usage errors
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Options shared between commands (Optional[...] because typer reads these annotations at runtime).
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="JSON config file; a partial one is fine (missing fields take their defaults).",
+                 show_default=False),
+]
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", metavar="KEY=VALUE", show_default=False,
+                 help="Override one config field after --config, e.g. --set train.steps=500 (repeatable)."),
+]
+CheckpointOption = Annotated[
+    Path, typer.Option("--ckpt", help="Checkpoint directory written by `lenscli train`.", show_default=False)
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout instead of a table.")]
+
+ACCURACY_LABELS = {
+    "single_object": "single-object",
+    "seen_pair": "seen-pair",
+    "unseen_pair": "unseen-pair",
+    "label_set": "label-set",
+    "top1": "top-1",
+    "top2": "top-2",
+}
+
+
+@contextmanager
+def handle_user_errors() -> Iterator[None]:
+    """Report a `CircuitsError` as one line ``error: <message>`` on stderr and exit with code 2.
+
+    Anything else is a bug and keeps its traceback.
+    """
+    try:
+        yield
+    except Exception as e:
+        from circuits.errors import CircuitsError
+
+        if not isinstance(e, CircuitsError):
+            raise
+        typer.echo(f"error: {' '.join(str(e).split())}", err=True)
+        raise typer.Exit(USER_ERROR_EXIT) from None
+
+
+def user_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Decorator form of `handle_user_errors` for command functions (put it under ``@app.command()``)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with handle_user_errors():
+            return command(*args, **kwargs)
+
+    return wrapper
+
+
+def load_run_config(config: Path | None, overrides: list[str] | None) -> RunConfig:
+    """Defaults, or the `config` JSON file, then the ``--set key=value`` `overrides` in order."""
+    from circuits.config import RunConfig, load_config_file
+
+    cfg = load_config_file(str(config)) if config is not None else RunConfig()
+    return cfg.with_overrides(overrides) if overrides else cfg
+
+
+def print_metrics(metrics: Mapping[str, float], *, title: str, extra: Mapping[str, str] | None = None) -> None:
+    """A table of the accuracies in `metrics` (as percentages), then the `extra` rows as given."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label in ACCURACY_LABELS.items():
+        if key in metrics:
+            value = metrics[key]
+            table.add_row(label, "n/a" if math.isnan(value) else f"{value:.1%}")
+    if extra:
+        table.add_section()
+        for label, text in extra.items():
+            table.add_row(label, text)
+    console = Console()
+    console.print(Text(title, style="bold"))  # above the table, not its title: a long path would wrap
+    console.print(table)
+
+
+def metrics_json(metrics: Mapping[str, float]) -> str:
+    """`metrics` as strict JSON (an empty split's NaN accuracy becomes null)."""
+    return json.dumps({k: None if math.isnan(v) else v for k, v in metrics.items()}, allow_nan=False)

@@ -1,0 +1,146 @@
+"""Shared fixtures and random configurations for the specification tests.
+
+Property tests that should hold for *any* sensible configuration take one of these arguments
+and are parametrized automatically (see `pytest_generate_tests`):
+
+* ``rand_world_cfg``: a random `WorldConfig` (width != 10, height 1 or 3, either caption mode);
+* ``rand_run_cfg``: a random tiny `RunConfig` (small world, 1-2 layer encoders with every
+  combination of LayerNorm / MLP / positional variant appearing at least once).
+
+Everything is drawn from a fixed seed, so the parameter ids (and failures) are reproducible.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from circuits.config import EncoderConfig, ModelConfig, RunConfig, TrainConfig, WorldConfig, n_position_pairs
+from circuits.data import World
+from circuits.models import HookedCLIP
+
+torch.set_num_threads(2)
+
+POSITIONALS = ("learned", "rotary", "none")
+
+
+def _random_world(rng: random.Random, i: int) -> WorldConfig:
+    width = rng.choice([3, 4, 5, 6, 7, 9])
+    height = (1, 3)[i % 2]
+    n_labels = rng.randint(3, 8)
+    n_pair_labels = rng.randint(2, n_labels)
+    n_pixels = width * height
+    n_pairs = n_position_pairs(WorldConfig(width=width, height=height))
+    return WorldConfig(
+        width=width,
+        height=height,
+        n_labels=n_labels,
+        n_pair_labels=n_pair_labels,
+        n_single_positions=rng.randint(1, n_pixels - 1),
+        n_pair_positions=rng.randint(1, n_pairs - 1),
+        captions=("left", "bidirectional")[(i // 2) % 2],
+        seed=rng.randint(0, 10_000),
+    )
+
+
+def _random_encoder(rng: random.Random, i: int, causal: bool) -> EncoderConfig:
+    positional = POSITIONALS[i % 3]
+    d_head = rng.choice([2, 4, 6, 8]) if positional == "rotary" else rng.choice([3, 4, 5, 8])
+    return EncoderConfig(
+        n_layers=1 + (i % 2),
+        n_heads=rng.randint(1, 5),
+        d_model=rng.choice([16, 17, 23, 32, 48]),
+        d_head=d_head,
+        d_mlp=rng.choice([8, 24, 32]),
+        attn_only=(i // 2) % 2 == 0,
+        normalization=("none", "pre")[(i // 4) % 2],
+        positional=positional,
+        qkv_bias=rng.random() < 0.8,
+        causal=causal,
+        init_embed_std=rng.choice([0.1, 0.5, 1.0]),
+        init_pos_std=rng.choice([0.1, 0.5, 1.0]),
+    )
+
+
+def _random_run(rng: random.Random, i: int) -> RunConfig:
+    world = _random_world(rng, i)
+    vision = _random_encoder(rng, i, causal=False)
+    # the text encoder takes another combination so both sides see every variant
+    text = _random_encoder(rng, i + 3, causal=True)
+    return RunConfig(world=world, model=ModelConfig(vision=vision, text=text), train=TrainConfig(seed=i, device="cpu"))
+
+
+_RNG = random.Random(20240607)
+RANDOM_WORLDS = [_random_world(_RNG, i) for i in range(6)]
+RANDOM_RUNS = [_random_run(_RNG, i) for i in range(8)]
+
+# every architectural variant is exercised by the random runs, on both sides
+for _side in ("vision", "text"):
+    _encs = [getattr(r.model, _side) for r in RANDOM_RUNS]
+    assert {e.positional for e in _encs} == set(POSITIONALS)
+    assert {e.n_layers for e in _encs} == {1, 2}
+    assert {e.normalization for e in _encs} == {"none", "pre"}
+    assert {e.attn_only for e in _encs} == {True, False}
+
+
+def world_id(w: WorldConfig) -> str:
+    return f"w{w.width}h{w.height}N{w.n_labels}p{w.n_pair_labels}-{w.captions[:3]}"
+
+
+def run_id(r: RunConfig) -> str:
+    def enc(e: EncoderConfig) -> str:
+        return (
+            f"L{e.n_layers}H{e.n_heads}m{e.d_model}d{e.d_head}{e.positional[:3]}"
+            f"{'-ln' if e.normalization == 'pre' else ''}{'' if e.attn_only else '-mlp'}"
+        )
+
+    return f"{world_id(r.world)}_v{enc(r.model.vision)}_t{enc(r.model.text)}"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "rand_world_cfg" in metafunc.fixturenames:
+        metafunc.parametrize("rand_world_cfg", RANDOM_WORLDS, ids=[world_id(w) for w in RANDOM_WORLDS], scope="module")
+    if "rand_run_cfg" in metafunc.fixturenames:
+        metafunc.parametrize("rand_run_cfg", RANDOM_RUNS, ids=[run_id(r) for r in RANDOM_RUNS], scope="module")
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def default_world() -> World:
+    return World(WorldConfig())
+
+
+@pytest.fixture(scope="session")
+def bidirectional_world() -> World:
+    return World(WorldConfig(captions="bidirectional"))
+
+
+def tiny_run_config(**world_overrides) -> RunConfig:
+    """A small world and 1-layer attention-only encoders of width 16: trains in a second."""
+    world = dict(width=6, n_labels=8, n_pair_labels=6, n_single_positions=3, n_pair_positions=4)
+    world.update(world_overrides)
+    enc = dict(n_layers=1, n_heads=2, d_model=16, d_head=8, d_mlp=16)
+    return RunConfig(
+        world=WorldConfig(**world),
+        model=ModelConfig(vision=EncoderConfig(causal=False, **enc), text=EncoderConfig(causal=True, **enc)),
+        train=TrainConfig(steps=30, lr=3e-3, eval_every=10, device="cpu"),
+    )
+
+
+@pytest.fixture
+def tiny_cfg() -> RunConfig:
+    return tiny_run_config()
+
+
+@pytest.fixture(scope="session")
+def make_tiny_cfg():
+    """`tiny_run_config` itself, for tests that need variants of the tiny world."""
+    return tiny_run_config
+
+
+@pytest.fixture
+def rand_model(rand_run_cfg: RunConfig) -> HookedCLIP:
+    """An untrained CLIP pair for the random configuration, in eval mode."""
+    return HookedCLIP(rand_run_cfg).eval()

@@ -1,0 +1,176 @@
+"""Specification of the symmetric multi-positive CLIP loss.
+
+The reference here is written independently of the library, with explicit loops: the batch's
+texts are the captions true of its images *with multiplicity* (one text per (image, true
+caption)), and the loss is the mean of the image->text and text->image soft-target
+cross-entropies of the B x T logit matrix, a pair being positive when its caption is true of
+its image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from circuits.train import clip_loss, clip_loss_reference
+
+
+def textbook_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    n_images, _ = truth.shape
+    texts = [c for i in range(n_images) for c in range(truth.shape[1]) if truth[i, c]]  # with multiplicity
+    big = logits[:, texts]  # [B, T]
+    positive = truth[:, texts]
+    i2t = []
+    for i in range(n_images):
+        target = positive[i].double() / positive[i].sum()
+        i2t.append(-(target * F.log_softmax(big[i].double(), dim=0)).sum())
+    t2i = []
+    for j in range(len(texts)):
+        target = positive[:, j].double() / positive[:, j].sum()
+        t2i.append(-(target * F.log_softmax(big[:, j].double(), dim=0)).sum())
+    return (torch.stack(i2t).mean() + torch.stack(t2i).mean()) / 2
+
+
+def random_batch(seed: int, n_images: int = 9, n_captions: int = 12, max_true: int = 2):
+    """Random logits and a truth matrix where images have 1..max_true true captions, several
+    images share captions, and some captions are true of no image in the batch."""
+    gen = torch.Generator().manual_seed(seed)
+    pool = torch.randperm(n_captions, generator=gen)[: max(2, n_captions // 2)]  # the others are absent
+    truth = torch.zeros(n_images, n_captions, dtype=torch.bool)
+    for i in range(n_images):
+        k = int(torch.randint(1, max_true + 1, (), generator=gen))
+        truth[i, pool[torch.randperm(len(pool), generator=gen)[:k]]] = True
+    logits = 5 * torch.randn(n_images, n_captions, generator=gen, dtype=torch.float64)
+    return logits, truth
+
+
+CASES = [(seed, n, c, t) for seed, (n, c, t) in enumerate([(9, 12, 2), (5, 4, 1), (16, 30, 3), (6, 20, 2), (2, 3, 2)])]
+
+
+@pytest.mark.parametrize("seed, n_images, n_captions, max_true", CASES)
+def test_clip_loss_equals_the_textbook_b_by_b_loss(seed, n_images, n_captions, max_true):
+    logits, truth = random_batch(seed, n_images, n_captions, max_true)
+    assert (truth.sum(0) > 1).any() or n_images <= 2, "the case should have captions shared by several images"
+    want = textbook_loss(logits, truth)
+    # (clip_loss counts captions in float32, so float64 inputs agree to ~1e-8, not to 1e-15)
+    torch.testing.assert_close(clip_loss(logits, truth), want, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(clip_loss_reference(logits, truth), want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("seed, n_images, n_captions, max_true", CASES)
+def test_clip_loss_gradient_equals_the_textbook_gradient(seed, n_images, n_captions, max_true):
+    logits, truth = random_batch(seed, n_images, n_captions, max_true)
+    a = logits.clone().requires_grad_(True)
+    b = logits.clone().requires_grad_(True)
+    clip_loss(a, truth).backward()
+    textbook_loss(b, truth).backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-8)
+    assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+
+
+def test_float32_loss_matches_reference():
+    logits, truth = random_batch(11, 40, 50, 2)
+    torch.testing.assert_close(clip_loss(logits.float(), truth), clip_loss_reference(logits.float(), truth), rtol=1e-5, atol=1e-6)
+
+
+def test_one_distinct_caption_per_image_is_standard_clip():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 7, generator=gen, dtype=torch.float64)
+    labels = torch.arange(7)
+    standard = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    torch.testing.assert_close(clip_loss(logits, torch.eye(7, dtype=torch.bool)), standard)
+
+
+def test_captions_absent_from_the_batch_are_ignored():
+    logits, truth = random_batch(3, 8, 10, 2)
+    extra_logits = torch.cat([logits, 100 * torch.randn(8, 5, dtype=torch.float64)], dim=1).requires_grad_(True)
+    extra_truth = torch.cat([truth, torch.zeros(8, 5, dtype=torch.bool)], dim=1)
+    loss = clip_loss(extra_logits, extra_truth)
+    torch.testing.assert_close(loss, clip_loss(logits, truth))
+    loss.backward()
+    absent = extra_truth.sum(0) == 0
+    assert absent[10:].all()
+    assert (extra_logits.grad[:, absent] == 0).all()
+
+
+def test_loss_is_invariant_to_the_order_of_images_and_captions():
+    logits, truth = random_batch(5, 10, 14, 2)
+    rows, cols = torch.randperm(10), torch.randperm(14)
+    torch.testing.assert_close(clip_loss(logits[rows][:, cols], truth[rows][:, cols]), clip_loss(logits, truth))
+
+
+def _entropy_floor(truth: torch.Tensor) -> float:
+    """Lowest value of the soft-target loss: the mean entropy of its uniform targets."""
+    per_image = truth.sum(1).double()  # positives of image i among the texts: sum of n_c over its captions
+    counts = truth.sum(0).double()
+    texts_per_image = (truth.double() * counts).sum(1)
+    i2t = texts_per_image.log().mean()
+    t2i = (counts[counts > 0] * counts[counts > 0].log()).sum() / counts.sum()
+    assert per_image.min() >= 1
+    return float((i2t + t2i) / 2)
+
+
+def test_duplicate_captions_are_not_pushed_apart():
+    """Two images of the same label share the caption "3 is in the image".
+
+    With perfectly separated logits (true pairs high, false pairs low) the loss sits at its
+    floor and its gradient vanishes: nothing pushes the two duplicates apart, and the two
+    images' logit rows receive identical gradients.
+    """
+    truth = torch.tensor(
+        [
+            [1, 0, 0, 0],  # image 0: "3 is in the image"
+            [1, 0, 0, 0],  # image 1: "3 is in the image" again (another position)
+            [0, 1, 1, 0],  # image 2: "1 L 2" and "2 R 1"
+            [0, 0, 0, 1],
+        ],
+        dtype=torch.bool,
+    )
+    losses = []
+    for s in (5.0, 10.0, 20.0, 40.0):
+        logits = (s * (2 * truth.double() - 1)).requires_grad_(True)
+        loss = clip_loss(logits, truth)
+        loss.backward()
+        losses.append(loss.item())
+        torch.testing.assert_close(logits.grad[0], logits.grad[1])
+    assert losses == sorted(losses, reverse=True)
+    assert losses[-1] == pytest.approx(_entropy_floor(truth), abs=1e-9)
+    assert logits.grad.abs().max() < 1e-12
+
+
+def test_identical_images_of_a_shared_caption_get_identical_gradients():
+    logits, truth = random_batch(7, 6, 8, 1)
+    truth[1] = truth[0]
+    logits[1] = logits[0]
+    x = logits.clone().requires_grad_(True)
+    clip_loss(x, truth).backward()
+    torch.testing.assert_close(x.grad[0], x.grad[1])
+
+
+def test_loss_floor_with_a_caption_shared_by_two_images():
+    """One caption true of two images, one caption of a third: only the shared caption's
+    text->image target is uncertain (two images), and each image's i2t target has two copies."""
+    truth = torch.tensor([[1, 0], [1, 0], [0, 1]], dtype=torch.bool)
+    logits = 50.0 * (2 * truth.double() - 1)
+    # i2t: images 0 and 1 see 2 copies of caption 0 -> log 2 each; image 2 -> 0; mean 2/3 log 2
+    # t2i: 3 texts; the two copies of caption 0 each spread over 2 images -> log 2; mean 2/3 log 2
+    assert float(clip_loss(logits, truth)) == pytest.approx(2 / 3 * math.log(2), abs=1e-9)
+
+
+def test_gradient_flows_into_both_encoders_and_the_logit_scale(tiny_cfg):
+    from circuits.models import HookedCLIP
+
+    model = HookedCLIP(tiny_cfg).train()
+    world = model.world
+    ids = world.train_caption_ids
+    img = F.normalize(model.encode_image(world.train.images, pooled_only=True), dim=-1)
+    txt = F.normalize(model.encode_text(world.captions[ids], pooled_only=True), dim=-1)
+    loss = clip_loss(model.scale * img @ txt.T, world.train.truth(world.n_captions)[:, ids])
+    loss.backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+            assert p.grad.abs().sum() > 0, name

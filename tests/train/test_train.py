@@ -1,0 +1,199 @@
+"""Specification of the training loop: determinism, minibatches, metrics rows, the optimiser
+and the logit-scale cap; plus one end-to-end run of the paper's default recipe."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from circuits.config import RunConfig
+from circuits.models import HookedCLIP
+from circuits.train import make_optimizer, train
+
+SPLIT_KEYS = {"train_single", "train_pair", "single_object", "seen_pair", "unseen_pair"}
+ROW_KEYS = {"step", "loss", "scale", "seconds", "label_set"} | SPLIT_KEYS
+
+
+def state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def trained_pair(make_tiny_cfg):
+    """Two runs of the same 30-step config (module-scoped: reused by several tests)."""
+    cfg = make_tiny_cfg()
+    return cfg, train(cfg, progress=False), train(cfg, progress=False)
+
+
+# ------------------------------------------------------------------------------ determinism
+def test_training_twice_gives_bit_identical_weights_and_metrics(trained_pair):
+    _, a, b = trained_pair
+    assert same_weights(state(a.model), state(b.model))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+
+
+def test_training_changes_the_weights_and_lowers_the_loss(trained_pair):
+    cfg, a, _ = trained_pair
+    init = state(HookedCLIP(cfg))
+    trained = state(a.model)
+    assert all(not torch.equal(init[k], trained[k]) for k in init), "every parameter should move"
+    first_loss = a.history[0]["loss"]
+    assert a.history[-1]["loss"] < first_loss
+
+
+def test_a_different_train_seed_gives_different_weights(trained_pair):
+    cfg, a, _ = trained_pair
+    other = train(cfg.with_overrides({"train.seed": 1}), progress=False)
+    assert not same_weights(state(a.model), state(other.model))
+    assert not torch.equal(a.model.vision.embed.W_E, other.model.vision.embed.W_E)
+
+
+def test_the_world_seed_does_not_change_the_initialisation(trained_pair):
+    cfg, _, _ = trained_pair
+    a, b = HookedCLIP(cfg), HookedCLIP(cfg.with_overrides({"world.seed": 3}))
+    assert same_weights(state(a), state(b))
+
+
+def test_minibatch_training_runs_is_deterministic_and_differs_from_full_batch(trained_pair):
+    cfg, full, _ = trained_pair
+    mini_cfg = cfg.with_overrides({"train.batch_size": 64})
+    assert len(full.model.world.train) > 64
+    m1 = train(mini_cfg, progress=False)
+    m2 = train(mini_cfg, progress=False)
+    assert same_weights(state(m1.model), state(m2.model))
+    assert not same_weights(state(m1.model), state(full.model))
+    assert all(math.isfinite(r["loss"]) for r in m1.history)
+
+
+def test_batch_size_at_least_the_dataset_is_full_batch(trained_pair):
+    cfg, full, _ = trained_pair
+    n = len(full.model.world.train)
+    big = train(cfg.with_overrides({"train.batch_size": n, "train.steps": 10}), progress=False)
+    ref = train(cfg.with_overrides({"train.steps": 10}), progress=False)
+    assert same_weights(state(big.model), state(ref.model))
+
+
+# ---------------------------------------------------------------------------------- metrics
+def test_metrics_rows_have_the_expected_keys_and_ranges(trained_pair):
+    _, a, _ = trained_pair
+    for row in a.history:
+        assert set(row) == ROW_KEYS
+        for key in SPLIT_KEYS | {"label_set"}:
+            assert 0.0 <= row[key] <= 1.0, key
+        assert row["scale"] > 0 and math.isfinite(row["loss"]) and row["seconds"] >= 0
+    assert a.final == a.history[-1]
+
+
+@pytest.mark.parametrize("steps, eval_every, want", [(25, 10, [10, 20, 25]), (20, 10, [10, 20]), (3, 5, [3]), (4, 1, [1, 2, 3, 4])])
+def test_metrics_are_appended_every_eval_every_steps_and_at_the_last_step(make_tiny_cfg, tmp_path, steps, eval_every, want):
+    cfg = make_tiny_cfg().with_overrides({"train.steps": steps, "train.eval_every": eval_every})
+    seen = []
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({"step": 0, "note": "earlier run"}) + "\n")  # rows are appended, not overwritten
+    result = train(cfg, progress=False, metrics_path=path, on_eval=seen.append)
+    assert [r["step"] for r in result.history] == want
+    assert seen == result.history
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0] == {"step": 0, "note": "earlier run"}
+    assert lines[1:] == result.history
+
+
+def test_zero_steps_returns_the_initial_model_without_metrics(make_tiny_cfg):
+    cfg = make_tiny_cfg().with_overrides({"train.steps": 0})
+    result = train(cfg, progress=False)
+    assert result.history == [] and result.final == {}
+    assert same_weights(state(result.model), state(HookedCLIP(cfg)))
+
+
+def test_bidirectional_runs_report_top1_and_top2(make_tiny_cfg):
+    cfg = make_tiny_cfg(captions="bidirectional").with_overrides({"train.steps": 2, "train.eval_every": 1})
+    result = train(cfg, progress=False)
+    for row in result.history:
+        assert set(row) == ROW_KEYS | {"top1", "top2"}
+        assert row["top2"] == row["unseen_pair"]
+        assert row["top1"] >= row["top2"]
+
+
+def test_trained_model_is_returned_in_eval_mode(trained_pair):
+    _, a, _ = trained_pair
+    assert not a.model.training
+    assert a.seconds > 0
+
+
+# -------------------------------------------------------------------------------- optimiser
+def test_adamw_decays_every_parameter_except_the_logit_scale(tiny_cfg):
+    cfg = tiny_cfg.with_overrides({"train.weight_decay": 0.25, "train.lr": 2e-3, "train.beta1": 0.8, "train.beta2": 0.9})
+    model = HookedCLIP(cfg)
+    opt = make_optimizer(model, cfg.train)
+    assert isinstance(opt, torch.optim.AdamW)
+    trainable = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    decayed, not_decayed = set(), set()
+    for group in opt.param_groups:
+        assert group["lr"] == 2e-3 and group["betas"] == (0.8, 0.9)
+        target = decayed if group["weight_decay"] > 0 else not_decayed
+        ids = {id(p) for p in group["params"]}
+        assert not ids & (decayed | not_decayed), "a parameter is in two groups"
+        target |= ids
+        if group["weight_decay"] > 0:
+            assert group["weight_decay"] == 0.25
+    assert not_decayed == {id(model.logit_scale)}
+    assert decayed | not_decayed == set(trainable)
+
+
+def test_frozen_parameters_are_not_optimised(tiny_cfg):
+    cfg = tiny_cfg.with_overrides({"model.vision.qkv_bias": False})
+    model = HookedCLIP(cfg)
+    opt = make_optimizer(model, cfg.train)
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert id(model.vision.blocks[0].attn.b_Q) not in in_opt
+    assert id(model.text.blocks[0].attn.b_Q) in in_opt
+
+
+def test_weight_decay_is_decoupled_and_spares_the_logit_scale(tiny_cfg):
+    """One step from the same initialisation: the Adam update is the same with and without decay,
+    so the weights differ by exactly lr * wd * (initial value), except the logit scale."""
+    lr, wd = 1e-2, 0.5
+    base = tiny_cfg.with_overrides({"train.steps": 1, "train.eval_every": 1, "train.lr": lr})
+    plain = dict(train(base.with_overrides({"train.weight_decay": 0.0}), progress=False).model.named_parameters())
+    decay = dict(train(base.with_overrides({"train.weight_decay": wd}), progress=False).model.named_parameters())
+    init = dict(HookedCLIP(base).named_parameters())
+    assert torch.equal(plain["logit_scale"], decay["logit_scale"])
+    assert not torch.equal(plain["logit_scale"], init["logit_scale"])
+    for name, p0 in init.items():
+        if name == "logit_scale" or not p0.requires_grad:
+            continue
+        diff = (plain[name] - decay[name]).detach()
+        torch.testing.assert_close(diff, lr * wd * p0.detach(), rtol=1e-3, atol=1e-7, msg=name)
+
+
+def test_logit_scale_never_exceeds_logit_scale_max(tiny_cfg):
+    cfg = tiny_cfg.with_overrides({"model.logit_scale_max": 12.0, "train.lr": 5e-2, "train.eval_every": 5})
+    assert math.exp(cfg.model.logit_scale_init) > 12.0  # starts above the cap
+    result = train(cfg, progress=False)
+    assert all(r["scale"] <= 12.0 + 1e-6 for r in result.history)
+    assert float(result.model.scale) == pytest.approx(12.0)
+
+
+# ------------------------------------------------------------------------------- end to end
+E2E_STEPS = 1500
+
+
+@pytest.mark.slow
+def test_default_recipe_generalises_to_unseen_pairs():
+    """The paper's default setting (Sec. 2-3): single-object and seen-pair generalisation are
+    near perfect and most unseen label pairs are told apart left from right."""
+    cfg = RunConfig().with_overrides({"train.steps": E2E_STEPS, "train.eval_every": E2E_STEPS, "train.device": "cpu"})
+    result = train(cfg, progress=False)
+    final = result.final
+    assert final["step"] == E2E_STEPS
+    assert final["single_object"] >= 0.97, final
+    assert final["seen_pair"] >= 0.97, final
+    assert final["unseen_pair"] >= 0.8, final
