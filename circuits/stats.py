@@ -284,3 +284,62 @@ def _slope(y: Float[Tensor, "n head k"], x: Float[Tensor, " k"]) -> Float[Tensor
 def _column_profile(y: Float[Tensor, "n head k"], x: Float[Tensor, " k"]) -> Float[Tensor, "head columns"]:
     cols = torch.unique(x)
     return torch.stack([y[..., x == c].mean(dim=(0, 2)) for c in cols], dim=-1)
+
+
+@dataclass
+class InputProfile:
+    """Every term along the pooled row for one input (Fig. 5b): values ``[head][key]``."""
+
+    encoder: str
+    layer: int
+    tokens: list[int]
+    keys: list[str]  # a label per key position: "CLS", "p0".. (vision) or the words (text)
+    terms: dict[str, list[list[float]]]
+    scores: list[list[float]]  # hook_attn_scores on the pooled row (masked keys: -inf)
+    pattern: list[list[float]]
+
+    def to_dict(self) -> dict:
+        inf = float("-inf")
+        return {
+            "encoder": self.encoder, "layer": self.layer, "tokens": self.tokens, "keys": self.keys,
+            "terms": self.terms, "pattern": self.pattern,
+            "scores": [[None if v == inf else v for v in head] for head in self.scores],
+        }
+
+
+def key_labels(model: HookedCLIP, tokens: Int[Tensor, " pos"], encoder: str = "vision") -> list[str]:
+    """Names of the key positions of one input: ``CLS, p0, p1, ...`` (pixel index) or the words."""
+    world = model.world
+    if encoder == "vision":
+        return ["CLS"] + [f"p{i}" for i in range(len(tokens) - 1)]
+    return [world.vocab.text_token_str(int(t)) for t in tokens]
+
+
+def input_profile(
+    model: HookedCLIP,
+    tokens: Int[Tensor, "1 pos"] | Int[Tensor, " pos"],
+    encoder: str = "vision",
+    layer: int = 0,
+    terms: tuple[str, ...] | None = None,
+) -> InputProfile:
+    """The pooled row of every term (default: `default_terms`) for one input, as plain lists."""
+    tokens = tokens.reshape(1, -1)
+    enc = get_encoder(model, encoder)
+    layer = check_layer(enc, layer)
+    row = pooled_row_terms(enc, tokens, layer=layer)
+    names = terms or default_terms(row.terms)
+    return InputProfile(
+        encoder=encoder,
+        layer=layer,
+        tokens=tokens[0].tolist(),
+        keys=key_labels(model, tokens[0], encoder),
+        terms={name: row.combine(name)[0].tolist() for name in names},
+        scores=row.scores[0].tolist(),
+        pattern=row.pattern[0].tolist(),
+    )
+
+
+def example_input(model: HookedCLIP, encoder: str = "vision", split: str = "unseen_pair", index: int = 0) -> Int[Tensor, "1 pos"]:
+    """One two-object input of ``split``: its ``index``-th image (vision) or caption (text)."""
+    tokens = two_object_inputs(model, encoder, split).tokens
+    return tokens[index % len(tokens)][None]

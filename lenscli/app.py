@@ -4,6 +4,9 @@ Commands live here; what they share (error handling, --config/--set, tables) is 
 `lenscli.common`. Every user error ends as one ``error: ...`` line on stderr and exit code 2.
 """
 
+import dataclasses
+import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -20,6 +23,7 @@ from lenscli.common import (
     print_metrics,
     user_errors,
 )
+from lenscli.tables import print_ablation, print_bias, print_profile, print_term_summary
 
 app = typer.Typer(
     name="lenscli",
@@ -81,6 +85,147 @@ def eval_(ckpt: CheckpointOption, as_json: JsonOption = False) -> None:
         typer.echo(metrics_json(metrics))
     else:
         print_metrics(metrics, title=f"Accuracies of {ckpt}")
+
+
+EncoderOption = Annotated[str, typer.Option("--encoder", "-e", help="vision or text.")]
+LayerOption = Annotated[int, typer.Option("--layer", "-l", help="Attention layer (negative counts from the end).")]
+SplitOption = Annotated[
+    str, typer.Option("--split", help="Two-object split the statistics run on: unseen_pair, seen_pair or train_pair.")
+]
+
+
+@app.command()
+@user_errors
+def decompose(
+    ckpt: CheckpointOption,
+    encoder: EncoderOption = "vision",
+    layer: LayerOption = 0,
+    split: SplitOption = "unseen_pair",
+    image: Annotated[
+        Optional[str],
+        typer.Option("--image", help='Pixels of one image to profile, e.g. "0 0 17 0 19 0 0 0 0 0".  '
+                                     "[default: the first image (caption) of --split]", show_default=False),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per head: each score term's share, monotonicity and slope on the pooled row, and its profile for one input."""
+    from circuits.checkpoint import load
+    from circuits.errors import CircuitsError
+    from circuits.stats import example_input, input_profile, term_summary
+
+    if image is not None and encoder != "vision":
+        raise CircuitsError("--image profiles the vision encoder; drop --image to profile a caption of --split")
+    model = load(ckpt)
+    tokens = model.world.parse_image(image) if image is not None else example_input(model, encoder, split)
+    summary = term_summary(model, encoder, split, layer)
+    profile = input_profile(model, tokens, encoder, layer)
+    if as_json:
+        typer.echo(json.dumps({"encoder": encoder, "layer": layer, "split": split, "summary": summary,
+                               "profile": profile.to_dict()}))
+        return
+    print_term_summary(summary, title=f"Score terms on the pooled row of the {encoder} encoder, layer {layer}, {split}")
+    print_profile(profile, title=f"Pooled-row profile of {' '.join(profile.keys) if encoder == 'text' else 'image ' + _image_text(model, tokens)}")
+
+
+@app.command()
+@user_errors
+def ablate(
+    ckpt: CheckpointOption,
+    term: Annotated[
+        Optional[list[str]],
+        typer.Option("--term", "-t", help="Score term to zero, e.g. EP (repeatable; EP+PP also works).",
+                     show_default=False),
+    ] = None,
+    value: Annotated[
+        Optional[list[str]],
+        typer.Option("--value", "-v", help="Value source to zero, e.g. P (repeatable).", show_default=False),
+    ] = None,
+    encoder: Annotated[
+        Optional[list[str]], typer.Option("--encoder", "-e", help="Encoder(s) to patch (repeatable).  [default: vision]",
+                                          show_default=False)
+    ] = None,
+    layer: Annotated[
+        Optional[list[int]], typer.Option("--layer", "-l", help="Layer(s) to patch (repeatable).  [default: all]",
+                                          show_default=False)
+    ] = None,
+    heads: Annotated[
+        Optional[str], typer.Option("--heads", help='Heads to patch, e.g. "0,3".  [default: all]', show_default=False)
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Zero-ablate score terms / value sources and compare the accuracy table before and after."""
+    from circuits.ablate import Ablation, evaluate_ablation
+    from circuits.checkpoint import load
+    from circuits.errors import CircuitsError
+
+    if not term and not value:
+        raise CircuitsError("nothing to ablate: give at least one --term (e.g. EP) or --value (e.g. P)")
+    ablation = Ablation(
+        terms=tuple(term or ()),
+        values=tuple(value or ()),
+        encoders=tuple(encoder or ("vision",)),
+        layers=tuple(layer) if layer else None,
+        heads=parse_heads(heads),
+    )
+    result = evaluate_ablation(load(ckpt), ablation)
+    if as_json:
+        typer.echo(ablation_json(result))
+        return
+    what = ", ".join([*ablation.terms, *(f"V{v}" for v in ablation.values)])
+    where = f"{'+'.join(ablation.encoders)} encoder, layers {_list(ablation.layers)}, heads {_list(ablation.heads)}"
+    print_ablation(result, title=f"Zero-ablating {what} ({where})")
+
+
+@app.command()
+@user_errors
+def bias(
+    ckpt: CheckpointOption,
+    encoder: EncoderOption = "vision",
+    layer: LayerOption = 0,
+    split: SplitOption = "unseen_pair",
+    as_json: JsonOption = False,
+) -> None:
+    """Per head: how often the pooled query attends more to the left (first) or right (second) object,
+    and how often that is decided by the position terms (relational) or by the labels."""
+    from circuits.checkpoint import load
+    from circuits.stats import head_bias
+
+    result = head_bias(load(ckpt), encoder, split, layer)
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(result) | {"heads": result.rows()}))
+        return
+    first, second = ("left", "right") if encoder == "vision" else ("subject", "object")
+    print_bias(result, first=first, second=second)
+
+
+def parse_heads(text: str | None) -> tuple[int, ...] | None:
+    """``"0,3"`` -> (0, 3); None -> None (all heads)."""
+    from circuits.errors import CircuitsError
+
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise CircuitsError(f"--heads {text!r} must be comma-separated head numbers, e.g. 0,3") from None
+
+
+def ablation_json(result: dict) -> str:
+    """`evaluate_ablation`'s result as strict JSON (NaN accuracies of empty splits become null)."""
+    def clean(x):
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        return None if isinstance(x, float) and math.isnan(x) else x
+
+    return json.dumps(clean(result), allow_nan=False)
+
+
+def _list(values: tuple[int, ...] | None) -> str:
+    return "all" if values is None else ",".join(map(str, values))
+
+
+def _image_text(model, tokens) -> str:
+    return model.world.image_text(tokens.reshape(-1))
 
 
 def main() -> None:

@@ -144,3 +144,15 @@ def make_tiny_cfg():
 def rand_model(rand_run_cfg: RunConfig) -> HookedCLIP:
     """An untrained CLIP pair for the random configuration, in eval mode."""
     return HookedCLIP(rand_run_cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def default_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """The default recipe (Sec. 2-3), trained once per test session and saved as a checkpoint
+    (~40 s on 2 CPU cores); shared by the end-to-end tests of training, the CLI and the report."""
+    from circuits.checkpoint import train_to_directory
+
+    cfg = RunConfig().with_overrides({"train.device": "cpu"})
+    out = tmp_path_factory.mktemp("default") / "run"
+    train_to_directory(cfg, out, progress=False)
+    return out

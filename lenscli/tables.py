@@ -1,0 +1,106 @@
+"""Rich tables for the analysis commands (decompose, ablate, bias): plain rendering, no analysis."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from lenscli.common import ACCURACY_LABELS
+
+
+def _console() -> Console:
+    return Console()
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.1%}"
+
+
+def _num(value: float) -> str:
+    return "-inf" if value == float("-inf") else f"{value:+.2f}"
+
+
+def print_ablation(result: Mapping[str, Any], *, title: str) -> None:
+    """Baseline, ablated and change for every accuracy of `evaluate_ablation`'s result."""
+    table = Table()
+    for name, justify in (("metric", "left"), ("baseline", "right"), ("ablated", "right"), ("change", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    base, after = result["baseline"], result["ablated"]
+    for key, label in ACCURACY_LABELS.items():
+        if key in base:
+            change = after[key] - base[key]
+            table.add_row(label, _pct(base[key]), _pct(after[key]), "n/a" if math.isnan(change) else f"{change:+.1%}")
+    console = _console()
+    console.print(Text(title, style="bold"))
+    console.print(table)
+
+
+def print_bias(bias: Any, *, first: str, second: str) -> None:
+    """One row per head of a `circuits.stats.HeadBias` (fractions of the inputs)."""
+    table = Table()
+    table.add_column("head")
+    columns = [
+        (first, "first"), (second, "second"),
+        (f"max {first}", "argmax_first"), (f"max {second}", "argmax_second"),
+        (f"rel→{first}", "relational_first"), (f"rel→{second}", "relational_second"),
+        ("label-spec", "label_specific"),
+    ]
+    for label, _ in columns:
+        table.add_column(label, justify="right")
+    for row in bias.rows():
+        table.add_row(f"H{row['head']}", *(_pct(row[key]) for _, key in columns))
+    console = _console()
+    console.print(Text(
+        f"Head bias of the {bias.encoder} encoder, layer {bias.layer}, on {bias.n_inputs} {bias.split} inputs",
+        style="bold",
+    ))
+    console.print(table)
+    console.print(
+        f"{first}/{second}: attention on that object is larger; max: the row's maximum falls on it; "
+        f"rel→: relational toward it, |Δ({bias.position_terms})| > |Δ({bias.token_terms})| between the two objects on the pooled row",
+        style="dim",
+    )
+
+
+def print_term_summary(rows: Sequence[Mapping[str, Any]], *, title: str) -> None:
+    """Share of the pooled row's spread, monotonicity and slope per (head, term)."""
+    table = Table()
+    for name in ("head", "term", "share", "monotonicity", "slope"):
+        table.add_column(name, justify="left" if name in ("head", "term") else "right")
+    head = None
+    for row in rows:
+        if head is not None and row["head"] != head:
+            table.add_section()
+        head = row["head"]
+        table.add_row(f"H{head}", row["term"], f"{row['share']:.2f}", f"{row['monotonicity']:+.2f}", f"{row['slope']:+.3f}")
+    console = _console()
+    console.print(Text(title, style="bold"))
+    console.print(table)
+    console.print(
+        "share: std of the term along the pooled row / std of the scores (App. E); monotonicity: Spearman "
+        "correlation with the key column; slope: least-squares change per column (App. F)",
+        style="dim",
+    )
+
+
+def print_profile(profile: Any, *, title: str) -> None:
+    """Each term's value at every key of the pooled row, one table per head (Fig. 5b)."""
+    console = _console()
+    console.print(Text(title, style="bold"))
+    n_heads = len(profile.pattern)
+    for h in range(n_heads):
+        table = Table(title=f"H{h}", title_justify="left")
+        table.add_column("term")
+        for key in profile.keys:
+            table.add_column(key, justify="right")
+        for name, values in profile.terms.items():
+            table.add_row(name, *(_num(v) for v in values[h]))
+        table.add_section()
+        table.add_row("scores", *(_num(v) for v in profile.scores[h]))
+        table.add_row("pattern", *(f"{v:.2f}" for v in profile.pattern[h]))
+        console.print(table)
