@@ -67,6 +67,27 @@ def train_to_directory(
     return result.model, result.history, target
 
 
+def train_or_load(
+    cfg: RunConfig, directory: PathLike, *, retrain: bool = False, progress: bool = True
+) -> tuple[HookedCLIP, list[Metrics], Path, bool]:
+    """The checkpoint of `cfg` at `directory`: loaded if it is already there, trained otherwise.
+
+    Returns ``(model, history, path, trained)``. A checkpoint there that was trained with a
+    different config is an error (one line), never silently reused or replaced; ``retrain``
+    replaces it (only if it is a checkpoint).
+    """
+    target = _target(directory)
+    if not retrain and (target / CONFIG).is_file():
+        found = _read_config(target)
+        if found.to_dict() != cfg.to_dict():
+            raise CheckpointError(
+                f"{target} holds a checkpoint trained with a different config; use another directory or retrain"
+            )
+        return load(target), read_metrics(target), target, False
+    model, history, path = train_to_directory(cfg, target, force=retrain, progress=progress)
+    return model, history, path, True
+
+
 def load(directory: PathLike, device: str | torch.device | None = None) -> HookedCLIP:
     """The model saved in checkpoint `directory`, in eval mode, on `device` (None = cpu, "auto" = cuda if available)."""
     path = _checkpoint_dir(directory)

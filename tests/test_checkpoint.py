@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import circuits
-from circuits.checkpoint import load, read_metrics, save, train_to_directory
+from circuits.checkpoint import load, read_metrics, save, train_or_load, train_to_directory
 from circuits.config import RunConfig
 from circuits.errors import CheckpointError, CircuitsError
 from circuits.models import HookedCLIP
@@ -178,6 +178,31 @@ def test_train_to_directory_streams_metrics_and_saves_the_trained_model(tmp_path
     assert loaded.cfg == cfg
     assert torch.equal(outputs(loaded), outputs(model.cpu()))
     assert siblings(path) == []
+
+
+def test_train_or_load_trains_once_then_reuses_the_checkpoint(tmp_path: Path) -> None:
+    cfg = small_cfg("train.steps=3", "train.eval_every=2")
+    model, history, path, trained = train_or_load(cfg, tmp_path / "run", progress=False)
+    weights = (path / "model.safetensors").read_bytes()
+
+    again, history_again, path_again, trained_again = train_or_load(cfg, tmp_path / "run", progress=False)
+
+    assert (trained, trained_again) == (True, False)
+    assert path_again == path and history_again == history
+    assert torch.equal(outputs(again), outputs(model.cpu()))
+    assert (path / "model.safetensors").read_bytes() == weights  # not retrained, not rewritten
+
+
+def test_train_or_load_refuses_a_checkpoint_of_another_config_and_retrains_on_request(tmp_path: Path) -> None:
+    cfg = small_cfg("train.steps=3", "train.eval_every=2")
+    train_or_load(cfg, tmp_path / "run", progress=False)
+    other = small_cfg("train.steps=4", "train.eval_every=2")
+
+    with pytest.raises(CheckpointError, match="different config"):
+        train_or_load(other, tmp_path / "run", progress=False)
+    model, history, path, trained = train_or_load(other, tmp_path / "run", retrain=True, progress=False)
+
+    assert trained and load(path).cfg == other and [row["step"] for row in history] == [2, 4]
 
 
 def test_train_to_directory_checks_the_output_before_training(tmp_path: Path, monkeypatch) -> None:
