@@ -22,7 +22,7 @@ from torch import Tensor
 
 from circuits.decompose import check_layer, get_encoder, parse_terms
 from circuits.errors import CircuitsError
-from circuits.evaluate import evaluate
+from circuits.evaluate import EVAL_SPLITS, evaluate
 from circuits.models import HookedCLIP, HookedEncoder
 
 Hook = tuple[str, Callable]
@@ -88,9 +88,12 @@ def ablated(model: HookedCLIP, ablation: Ablation) -> Iterator[HookedCLIP]:
         yield model
 
 
-def evaluate_ablation(model: HookedCLIP, ablation: Ablation) -> dict[str, dict]:
-    """``{"baseline": metrics, "ablated": metrics, "ablation": spec}`` with `evaluate`'s keys."""
-    baseline = evaluate(model)
+def evaluate_ablation(
+    model: HookedCLIP, ablation: Ablation, splits: tuple[str, ...] = EVAL_SPLITS
+) -> dict[str, dict]:
+    """``{"baseline": metrics, "ablated": metrics, "ablation": spec}`` with `evaluate`'s keys
+    (``splits``: which splits to evaluate; ``unseen_pair`` brings ``label_set`` along)."""
+    baseline = evaluate(model, splits)
     with ablated(model, ablation):
-        after = evaluate(model)
+        after = evaluate(model, splits)
     return {"baseline": baseline, "ablated": after, "ablation": ablation.to_dict()}

@@ -23,7 +23,7 @@ from lenscli.common import (
     print_metrics,
     user_errors,
 )
-from lenscli.tables import print_ablation, print_bias, print_profile, print_term_summary
+from lenscli.tables import print_ablation, print_bias, print_headline, print_profile, print_term_summary
 
 app = typer.Typer(
     name="lenscli",
@@ -107,6 +107,11 @@ def decompose(
                                      "[default: the first image (caption) of --split]", show_default=False),
     ] = None,
     as_json: JsonOption = False,
+    html: Annotated[
+        Optional[Path], typer.Option("--html", help="Also write the figures to this self-contained HTML file.",
+                                     show_default=False)
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --html file.")] = False,
 ) -> None:
     """Per head: each score term's share, monotonicity and slope on the pooled row, and its profile for one input."""
     from circuits.checkpoint import load
@@ -119,6 +124,13 @@ def decompose(
     tokens = model.world.parse_image(image) if image is not None else example_input(model, encoder, split)
     summary = term_summary(model, encoder, split, layer)
     profile = input_profile(model, tokens, encoder, layer)
+    if html is not None:
+        from circuits import viz
+        from circuits.stats import term_gradient
+
+        figures = [viz.term_grid(model, tokens, encoder, layer), viz.term_profiles(model, tokens, encoder, layer),
+                   viz.term_gradient_figure(term_gradient(model, encoder, split, layer), encoder)]
+        _write_figures(figures, html, f"Score terms of {ckpt}", force)
     if as_json:
         typer.echo(json.dumps({"encoder": encoder, "layer": layer, "split": split, "summary": summary,
                                "profile": profile.to_dict()}))
@@ -152,6 +164,11 @@ def ablate(
         Optional[str], typer.Option("--heads", help='Heads to patch, e.g. "0,3".  [default: all]', show_default=False)
     ] = None,
     as_json: JsonOption = False,
+    html: Annotated[
+        Optional[Path], typer.Option("--html", help="Also write the figures to this self-contained HTML file.",
+                                     show_default=False)
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --html file.")] = False,
 ) -> None:
     """Zero-ablate score terms / value sources and compare the accuracy table before and after."""
     from circuits.ablate import Ablation, evaluate_ablation
@@ -168,6 +185,11 @@ def ablate(
         heads=parse_heads(heads),
     )
     result = evaluate_ablation(load(ckpt), ablation)
+    if html is not None:
+        from circuits import viz
+
+        _write_figures([viz.ablation_bars(result, metrics=tuple(k for k in result["baseline"]))], html,
+                       f"Ablation of {ckpt}", force)
     if as_json:
         typer.echo(ablation_json(result))
         return
@@ -184,6 +206,11 @@ def bias(
     layer: LayerOption = 0,
     split: SplitOption = "unseen_pair",
     as_json: JsonOption = False,
+    html: Annotated[
+        Optional[Path], typer.Option("--html", help="Also write the figures to this self-contained HTML file.",
+                                     show_default=False)
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --html file.")] = False,
 ) -> None:
     """Per head: how often the pooled query attends more to the left (first) or right (second) object,
     and how often that is decided by the position terms (relational) or by the labels."""
@@ -191,11 +218,65 @@ def bias(
     from circuits.stats import head_bias
 
     result = head_bias(load(ckpt), encoder, split, layer)
+    if html is not None:
+        from circuits import viz
+
+        _write_figures([viz.bias_bars(result), viz.bias_bars(result, argmax=True), viz.relational_bars(result)],
+                       html, f"Head bias of {ckpt}", force)
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(result) | {"heads": result.rows()}))
         return
     first, second = ("left", "right") if encoder == "vision" else ("subject", "object")
     print_bias(result, first=first, second=second)
+
+
+@app.command()
+@user_errors
+def report(
+    ckpt: CheckpointOption,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="HTML file to write.  [default: DIR/report.html]",
+                                     show_default=False)
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing report.")] = False,
+) -> None:
+    """Write the self-contained HTML report of a checkpoint (opens offline, plotly.js embedded once)."""
+    from circuits.checkpoint import load, read_metrics
+    from circuits.report import write_report
+
+    path = write_report(load(ckpt), out or ckpt / "report.html", read_metrics(ckpt), force=force)
+    typer.echo(f"report: {path}")
+
+
+@app.command()
+@user_errors
+def run(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint directory, reused when it exists.")] = Path(
+        "runs/default"
+    ),
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    retrain: Annotated[bool, typer.Option("--retrain", help="Train again even if --out holds the checkpoint.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """The main job: train the default model (or reuse its checkpoint), print the headline table
+    (accuracies, per-head bias, EP / PP / BP / EP+PP / EP+PP+BP ablation) and write the HTML report."""
+    from circuits.checkpoint import train_or_load
+    from circuits.report import headline, write_report
+
+    cfg = load_run_config(config, overrides)
+    model, history, path, trained = train_or_load(cfg, out, retrain=retrain, progress=not quiet)
+    typer.echo(f"{'trained' if trained else 'reusing'} checkpoint {path}")
+    numbers = headline(model, ablation_splits=("single_object", "unseen_pair"))
+    print_headline(numbers)
+    report_path = write_report(model, path / "report.html", history, force=True, headline=numbers)
+    typer.echo(f"report: {report_path}")
+
+
+def _write_figures(figures: list, path: Path, title: str, force: bool) -> None:
+    from circuits.report import write_figures
+
+    typer.echo(f"figures: {write_figures(figures, path, title=title, force=force)}", err=True)
 
 
 def parse_heads(text: str | None) -> tuple[int, ...] | None:

@@ -104,3 +104,23 @@ def print_profile(profile: Any, *, title: str) -> None:
         table.add_row("scores", *(_num(v) for v in profile.scores[h]))
         table.add_row("pattern", *(f"{v:.2f}" for v in profile.pattern[h]))
         console.print(table)
+
+
+def print_headline(numbers: Mapping[str, Any]) -> None:
+    """The main job's summary: accuracies, per-head bias and the ablation table of a
+    `circuits.report.headline`."""
+    from circuits.stats import HeadBias
+    from lenscli.common import print_metrics
+
+    print_metrics(numbers["accuracies"], title="Retrieval accuracy (Sec. 2.3; label-set: App. H)")
+    print_bias(HeadBias(**numbers["head_bias"]), first="left", second="right")
+    table = Table()
+    table.add_column("zeroed (vision, all heads)")
+    metrics = [key for key in ACCURACY_LABELS if key in numbers["ablation"]["baseline"]]
+    for key in metrics:
+        table.add_column(ACCURACY_LABELS[key], justify="right")
+    for name, row in numbers["ablation"].items():
+        table.add_row("nothing" if name == "baseline" else name, *(_pct(row.get(key)) for key in metrics))
+    console = _console()
+    console.print(Text("Zero-ablation of score terms (Fig. 5e, Table 2)", style="bold"))
+    console.print(table)

@@ -136,3 +136,45 @@ def test_bias_table_names_left_and_right_for_images_and_subject_object_for_capti
 
 def test_bias_on_a_single_object_split_is_a_clear_error(ckpt: Path) -> None:
     assert "does not hold two-object images" in user_error("bias", "--ckpt", ckpt, "--split", "single_object")
+
+
+# ------------------------------------------------------------------------ figures, report
+def test_html_writes_one_self_contained_page_per_command_and_never_clobbers(ckpt: Path, tmp_path: Path) -> None:
+    page = tmp_path / "bias.html"
+    run("bias", "--ckpt", ckpt, "--html", page)
+    text = page.read_text()
+    assert text.count("Plotly.newPlot") == 3  # left/right, argmax, relational
+    assert '<script src="http' not in text
+    before = page.read_bytes()
+    assert "exists" in user_error("bias", "--ckpt", ckpt, "--html", page)
+    assert page.read_bytes() == before
+    run("bias", "--ckpt", ckpt, "--html", page, "--force")
+
+    run("ablate", "--ckpt", ckpt, "--term", "EP", "--html", tmp_path / "ablate.html")
+    run("decompose", "--ckpt", ckpt, "--html", tmp_path / "decompose.html")
+    assert (tmp_path / "ablate.html").read_text().count("Plotly.newPlot") == 1
+    assert (tmp_path / "decompose.html").read_text().count("Plotly.newPlot") == 3
+
+
+def test_report_goes_into_the_checkpoint_by_default_and_is_not_overwritten(ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    assert str(out) in run("report", "--ckpt", ckpt, "--out", out)
+    text = out.read_text()
+    assert "Term ablation" in text and "Training curves" in text
+    assert "exists" in user_error("report", "--ckpt", ckpt, "--out", out)
+
+
+def test_run_trains_once_then_reuses_the_checkpoint_and_writes_the_report(make_tiny_cfg, tmp_path: Path) -> None:
+    config = tmp_path / "tiny.json"
+    config.write_text(make_tiny_cfg().to_json())
+    out = tmp_path / "main"
+
+    first = run("run", "--config", config, "--out", out, "--quiet")
+    weights = (out / "model.safetensors").read_bytes()
+    second = run("run", "--config", config, "--out", out, "--quiet")
+
+    assert first.startswith("trained checkpoint") and second.startswith("reusing checkpoint")
+    assert (out / "model.safetensors").read_bytes() == weights
+    for word in ("unseen-pair", "EP+PP+BP", "rel→left", f"report: {out / 'report.html'}"):
+        assert word in second
+    assert "different config" in user_error("run", "--config", config, "--set", "train.steps=7", "--out", out)

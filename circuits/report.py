@@ -1,0 +1,458 @@
+"""One self-contained HTML report of a trained model: the paper's analyses on one page.
+
+::
+
+    from circuits.report import write_report
+    write_report(model, "run/report.html", history)            # history: TrainResult.history or metrics.jsonl
+
+The file embeds plotly.js once (no CDN, no MathJax, nothing fetched when it is opened) and
+every figure of `circuits.viz` that applies: model card and accuracies, training curves
+(Fig. 11), attention patterns and score terms of one unseen-pair and one seen-pair image with
+its position swap (Fig. 4b, 5a-b), head bias (Fig. 4c) and relational share (Fig. 5d), the
+ablation table (Fig. 5e), the terms' spread (Fig. 13) and horizontal gradient, the
+image-caption similarity (Fig. 3) and the text encoder's EOT attention (Fig. 6).
+
+The numbers in the summary come from `headline`, which the CLI can print as they are (or pass
+back to `build_report` so that nothing is computed twice).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import plotly.graph_objects as go
+import plotly.offline
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from circuits import viz
+from circuits.ablate import Ablation, ablated
+from circuits.errors import CircuitsError
+from circuits.evaluate import evaluate
+from circuits.models import HookedCLIP
+from circuits import stats
+from circuits.stats import Gradient, HeadBias, head_bias
+
+PathLike = str | os.PathLike[str]
+
+#: The ablation conditions of the report (Fig. 5e), vision encoder, every layer and head.
+ABLATIONS: dict[str, Ablation] = {
+    "EP": Ablation(terms=("EP",)),
+    "PP": Ablation(terms=("PP",)),
+    "BP": Ablation(terms=("BP",)),
+    "EP+PP": Ablation(terms=("EP", "PP")),
+    "EP+PP+BP": Ablation(terms=("EP", "PP", "BP")),
+}
+#: Splits evaluated under each ablation: unseen-pair accuracy and label-set recognition (Fig. 5e, 16).
+ABLATION_SPLITS: tuple[str, ...] = ("unseen_pair",)
+
+#: Section titles, in page order (the training section only appears when a history is given).
+SECTIONS: dict[str, str] = {
+    "summary": "Summary",
+    "card": "Model card",
+    "training": "Training curves",
+    "unseen_example": "Unseen-pair example: attention patterns and score terms",
+    "seen_example": "Seen-pair example: attention patterns and score terms",
+    "bias": "Head bias",
+    "relational": "Relational vs label-specific attention",
+    "ablation": "Term ablation",
+    "spread": "Term spread",
+    "gradient": "Horizontal gradient of the terms",
+    "similarity": "Image-text similarity",
+    "text": "Text encoder EOT attention",
+}
+
+MAX_BYTES = 10 * 1024 * 1024
+
+
+class ReportError(CircuitsError):
+    """A report that cannot be written (existing file without ``force``, unwritable path)."""
+
+
+# ------------------------------------------------------------------------------ numbers
+def applicable_ablations(
+    model: HookedCLIP, ablations: dict[str, Ablation] | None = None
+) -> tuple[dict[str, Ablation], list[str]]:
+    """The ablations (default `ABLATIONS`) whose terms every vision layer has, and the names of
+    the others (e.g. BP without Q/K biases, EP with rotary or no positional embedding)."""
+    ablations = ABLATIONS if ablations is None else ablations
+    out, skipped = {}, []
+    for name, abl in ablations.items():
+        ok = all(
+            set(abl.terms) <= set(enc.term_names(layer)) and set(abl.values) <= set(enc.value_sources(layer))
+            for enc in (model.encoders[e] for e in abl.encoders)
+            for layer in (range(enc.cfg.n_layers) if abl.layers is None else abl.layers)
+        )
+        if ok:
+            out[name] = abl
+        else:
+            skipped.append(name)
+    return out, skipped
+
+
+def bias_statistics(model: HookedCLIP, split: str = "unseen_pair", encoder: str = "vision") -> HeadBias:
+    """`circuits.stats.head_bias`; for encoders without learned positional embeddings (rotary,
+    none), where no term has key source P and the relational / label-specific split is
+    undefined, the left/right fractions with the relational fields set to None."""
+    try:
+        return head_bias(model, encoder, split)
+    except CircuitsError:
+        enc = model.encoders[encoder]
+        if any(t[1] == "P" for t in enc.term_names(0)):
+            raise
+        tokens = stats.key_source_group(enc.term_names(0), "E")
+        bias = head_bias(model, encoder, split, position_terms=tokens, token_terms=tokens)
+        none = [None] * len(bias.first)
+        return dataclasses.replace(bias, relational_first=none, relational_second=none, label_specific=none,
+                                   position_terms="", token_terms=tokens)
+
+
+def _headline(
+    model: HookedCLIP,
+    ablations: dict[str, Ablation] | None = None,
+    ablation_splits: Sequence[str] = ABLATION_SPLITS,
+    split: str = "unseen_pair",
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    world = model.world
+    accuracies = evaluate(model)
+    bias = bias_statistics(model, split)
+    runnable, skipped = applicable_ablations(model, ablations)
+    splits = tuple(ablation_splits)
+    table = {"baseline": evaluate(model, splits)}
+    for name, abl in runnable.items():
+        with ablated(model, abl):
+            table[name] = evaluate(model, splits)
+    return {
+        "config": model.cfg.to_dict(),
+        "world": world.summary(),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "accuracies": accuracies,
+        "head_bias": dataclasses.asdict(bias),
+        "head_bias_rows": bias.rows(),
+        "ablation": table,
+        "ablation_specs": {name: abl.to_dict() for name, abl in runnable.items()},
+        "ablation_skipped": skipped,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def headline(
+    model: HookedCLIP,
+    *,
+    ablations: dict[str, Ablation] | None = None,
+    ablation_splits: Sequence[str] = ABLATION_SPLITS,
+    split: str = "unseen_pair",
+) -> dict[str, Any]:
+    """The numbers the report's summary shows, JSON-serialisable (``json.dumps`` works):
+
+    * ``"accuracies"``: `circuits.evaluate.evaluate` (single_object, seen_pair, unseen_pair,
+      label_set; top1 / top2 for bidirectional captions);
+    * ``"world"``: `World.summary` (split sizes and caption count); ``"config"``; ``"n_parameters"``;
+    * ``"head_bias"``: the vision `HeadBias` on ``split`` as a dict (``HeadBias(**d)`` rebuilds
+      it), ``"head_bias_rows"``: `HeadBias.rows` (one dict per head; Fig. 4c, 5d);
+    * ``"ablation"``: condition -> metrics on ``ablation_splits``, ``"baseline"`` first, then each
+      of ``ablations`` (default `ABLATIONS`: EP, PP, BP, EP+PP, EP+PP+BP on the vision encoder,
+      Fig. 5e) that the model has the terms for; ``"ablation_specs"`` the `Ablation`\\ s as dicts,
+      ``"ablation_skipped"`` the names left out. The ablated numbers are what
+      `circuits.ablate.evaluate_ablation` gives, restricted to ``ablation_splits``.
+    """
+    return _headline(model, ablations, ablation_splits, split)
+
+
+def headline_tables(numbers: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The summary tables of a `headline` as rows (for the HTML report and the CLI alike):
+    ``"accuracies"`` (metric, value), ``"head_bias"`` (one row per head, `HeadBias.rows` with
+    ``relational`` added) and ``"ablation"`` (condition and one column per metric)."""
+    accuracies = [{"metric": k, "accuracy": v} for k, v in numbers["accuracies"].items()]
+    bias = []
+    for row in numbers["head_bias_rows"]:
+        relational = None if row["relational_first"] is None else row["relational_first"] + row["relational_second"]
+        bias.append({**row, "head": f"H{row['head']}", "relational": relational})
+    ablation = [{"ablated": name, **metrics} for name, metrics in numbers["ablation"].items()]
+    return {"accuracies": accuracies, "head_bias": bias, "ablation": ablation}
+
+
+GRADIENT_TERMS = ("EP", "PP", "BP", "EE", "PE")
+
+
+def spread_and_gradients(
+    model: HookedCLIP, split: str = "unseen_pair"
+) -> tuple[dict[str, list[float]], dict[str, Gradient]]:
+    """`circuits.stats.term_spread` (default terms) and `term_gradient` (those of
+    `GRADIENT_TERMS` the vision encoder has) from one decomposition of ``split``: the same
+    numbers as calling both, at half the cost."""
+    inputs, row = stats._inputs_and_row(model, "vision", split, 0)
+    grad_terms = [t for t in GRADIENT_TERMS if t in row.terms] or stats.default_terms(row.terms)
+    return stats._spread(row, stats.default_terms(row.terms)), stats._gradients(inputs, row, grad_terms)
+
+
+def example_images(model: HookedCLIP) -> dict[str, Int[Tensor, " seq"]]:
+    """One two-object image per split ``"unseen_pair"`` / ``"seen_pair"`` (where not empty):
+    the middle one, among the images whose left label is the smaller, of its split. `viz.swap_objects`
+    gives the same pair with the positions swapped (Fig. 4b)."""
+    out = {}
+    for split in ("unseen_pair", "seen_pair"):
+        data = model.world[split]
+        if len(data) == 0:
+            continue
+        ascending = (data.objects[:, 0] < data.objects[:, 1]).nonzero()[:, 0]
+        index = ascending if len(ascending) else torch.arange(len(data))
+        out[split] = data.images[int(index[len(index) // 2])]
+    return out
+
+
+# ------------------------------------------------------------------------------ HTML
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1500px;
+       padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; } th { background: #f4f4f4; }
+td:first-child, th:first-child { text-align: left; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.8em; max-height: 30em; }
+.note { color: #555; font-size: 0.9em; } nav a { margin-right: 1em; }
+.tables { display: flex; flex-wrap: wrap; gap: 2em; }
+"""
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def html_table(rows: list[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A plain HTML table of dict rows (floats to 3 decimals), escaped."""
+    if not rows:
+        return '<p class="note">(empty)</p>'
+    columns = list(columns) if columns is not None else list(dict.fromkeys(k for row in rows for k in row))
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(row.get(c, '')))}</td>" for c in columns) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class _Page:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.n_figures = 0
+
+    def section(self, key: str, intro: str = "") -> None:
+        self.parts.append(f'<h2 id="{key}">{html.escape(SECTIONS[key])}</h2>')
+        if intro:
+            self.parts.append(f'<p class="note">{intro}</p>')
+
+    def add(self, fragment: str) -> None:
+        self.parts.append(fragment)
+
+    def figure(self, fig: go.Figure) -> None:
+        self.n_figures += 1
+        self.parts.append(fig.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False,
+                                      div_id=f"figure-{self.n_figures}", config={"displaylogo": False}))
+
+
+def build_report(
+    model: HookedCLIP,
+    history: list[dict] | PathLike | None = None,
+    *,
+    title: str | None = None,
+    headline: dict[str, Any] | None = None,
+) -> str:
+    """The report as one HTML document (see the module docstring), with plotly.js inlined once.
+
+    ``history``: `TrainResult.history`, a ``metrics.jsonl`` path or a checkpoint directory (the
+    training-curve section appears only with it). ``headline``: a precomputed `headline` of this
+    model, to reuse numbers already shown elsewhere; computed here otherwise.
+    """
+    numbers = headline if headline is not None else _headline(model)
+    world = model.world
+    vision_terms = model.vision.term_names(0)
+    title = title or f"circuits report: {world.cfg.n_labels} labels, {model.cfg.model.vision.n_layers}-layer vision encoder"
+    page = _Page()
+    page.add(f"<h1>{html.escape(title)}</h1>")
+    page.add('<p class="note">Left-right symmetry breaking in a toy CLIP (arXiv 2601.12809); figure numbers refer to'
+             " that paper. Generated " + html.escape(time.strftime("%Y-%m-%d %H:%M:%S")) + ".</p>")
+    keys = [k for k in SECTIONS if k != "training" or history is not None]
+    page.add("<nav>" + "".join(f'<a href="#{k}">{html.escape(SECTIONS[k])}</a>' for k in keys) + "</nav>")
+    tables = headline_tables(numbers)
+
+    page.section("summary", "Accuracies (Sec. 2.3; label_set: App. H), unseen-pair accuracy after zero-ablating"
+                            " score terms (Fig. 5e), and the left/right bias of the vision heads on the"
+                            f" {html.escape(numbers['head_bias']['split'])} images (Fig. 4c, 5d; first = left object,"
+                            " second = right object).")
+    page.add('<div class="tables">' + html_table(tables["accuracies"]) + html_table(tables["ablation"]) + "</div>")
+    page.add(html_table(tables["head_bias"], ["head", "first", "second", "relational_first", "relational_second",
+                                              "label_specific", "argmax_first", "argmax_second", "argmax_other"]))
+
+    page.section("card")
+    size = [{"split": k, "size": v} for k, v in numbers["world"].items()]
+    cfg = numbers["config"]
+    enc_rows = [{"encoder": name, **{k: v for k, v in cfg["model"][name].items()}} for name in ("vision", "text")]
+    page.add('<div class="tables">' + html_table(size) + html_table(
+        [{"parameter": "parameters", "value": numbers["n_parameters"]},
+         {"parameter": "vision score terms", "value": " ".join(vision_terms)},
+         {"parameter": "captions", "value": world.cfg.captions},
+         {"parameter": "training labels", "value": f"1..{world.cfg.n_pair_labels}"},
+         {"parameter": "held-out labels", "value": f"{world.cfg.n_pair_labels + 1}..{world.cfg.n_labels}"}]) + "</div>")
+    page.add(html_table(enc_rows))
+    page.add(f"<details><summary>full config</summary><pre>{html.escape(json.dumps(cfg, indent=2))}</pre></details>")
+
+    if history is not None:
+        page.section("training", "Accuracy of every split and the training loss during training (Fig. 11).")
+        page.figure(viz.training_curves(history))
+
+    examples = example_images(model)
+    for split, key in (("unseen_pair", "unseen_example"), ("seen_pair", "seen_example")):
+        if split not in examples:
+            continue
+        image = examples[split]
+        page.section(key, f"The image {html.escape(world.image_text(image))!s} and the same labels with their"
+                          " positions swapped (Fig. 4b); then every pre-softmax score term of the first, with the"
+                          " CLS row outlined (Fig. 5a, 12, 14), and the CLS row of the terms (Fig. 5b).")
+        page.figure(viz.attention_patterns(model, image, swap=True))
+        page.figure(viz.term_grid(model, image))
+        page.figure(viz.term_profiles(model, image))
+
+    bias = HeadBias(**numbers["head_bias"])
+    page.section("bias", "Fraction of two-object images on which each head's CLS query attends more to the left"
+                         " or the right object, and where its maximal attention falls (Fig. 4c).")
+    page.figure(viz.bias_bars(bias))
+    page.figure(viz.bias_bars(bias, argmax=True))
+
+    page.section("relational", f"An (image, head) is relational when the key-position terms"
+                               f" ({html.escape(bias.position_terms)}) decide which object gets more attention,"
+                               f" |D_pos| &gt; |D_tok| (token terms {html.escape(bias.token_terms)}); Fig. 5c-d.")
+    if bias.position_terms:
+        page.figure(viz.relational_bars(bias))
+    else:
+        page.add('<p class="note">Not defined for this model: its vision encoder has no learned positional'
+                 " embedding, so no score term has key source P.</p>")
+
+    skipped = numbers.get("ablation_skipped") or []
+    page.section("ablation", "Zero-ablation of score terms in every vision head at inference (Fig. 5e);"
+                             " label_set: the top-1 caption names both objects, in either order (App. H)."
+                             + (f" Not applicable to this model: {html.escape(', '.join(skipped))}." if skipped else ""))
+    page.add(html_table(tables["ablation"]))
+    page.figure(viz.ablation_bars(numbers["ablation"]))
+
+    spread, gradients = spread_and_gradients(model)
+    page.section("spread", "Standard deviation of each term along the CLS row relative to that of the full"
+                           " scores, mean over unseen-pair images (App. E, Fig. 13).")
+    page.figure(viz.term_spread_bars(spread))
+
+    page.section("gradient", "Mean of each term at every pixel column of the CLS row over the unseen-pair"
+                             " images; monotonicity (Spearman rho) and slope in the legend (Fig. 5b, 14, 15b).")
+    page.figure(viz.term_gradient_figure(gradients))
+
+    page.section("similarity", "Cosine similarity of unseen-pair images with the unseen-pair captions (Fig. 3 right).")
+    page.figure(viz.similarity_heatmap(model, "unseen_pair", max_images=120))
+
+    page.section("text", "EOT attention over the words of the unseen-pair captions, mean and std (Fig. 6),"
+                         " and how often each head attends more to the first- or second-mentioned label (Fig. 6b).")
+    page.figure(viz.text_attention(model))
+    try:
+        page.figure(viz.bias_bars(bias_statistics(model, "unseen_pair", encoder="text")))
+    except CircuitsError as e:  # e.g. a world without two-object captions
+        page.add(f'<p class="note">{html.escape(str(e))}</p>')
+
+    return _document(title, page)
+
+
+def _document(title: str, page: _Page) -> str:
+    plotly_js = plotly.offline.get_plotlyjs()
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n"
+        f'<script type="text/javascript">{plotly_js}</script>\n</head>\n<body>\n'
+        + "\n".join(page.parts)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def write_report(
+    model: HookedCLIP,
+    path: PathLike,
+    history: list[dict] | PathLike | None = None,
+    *,
+    force: bool = False,
+    title: str | None = None,
+    headline: dict[str, Any] | None = None,
+) -> Path:
+    """Write `build_report` to ``path`` atomically (a temporary file in the same directory,
+    then renamed into place) and return the path. An existing file is only replaced with
+    ``force``; otherwise `ReportError`, and nothing is written."""
+    _check_free(path, force)
+    return _write_html(build_report(model, history, title=title, headline=headline), path, force)
+
+
+def figures_html(figures: Sequence[go.Figure], title: str) -> str:
+    """Figures on one self-contained HTML page (plotly.js inlined once, nothing fetched)."""
+    page = _Page()
+    page.add(f"<h1>{html.escape(title)}</h1>")
+    for fig in figures:
+        page.figure(fig)
+    return _document(title, page)
+
+
+def write_figures(figures: Sequence[go.Figure], path: PathLike, *, title: str = "circuits figures", force: bool = False) -> Path:
+    """`figures_html` written to ``path`` like `write_report` (atomic; no overwrite without ``force``)."""
+    _check_free(path, force)
+    return _write_html(figures_html(figures, title), path, force)
+
+
+def _check_free(path: PathLike, force: bool) -> None:
+    target = Path(os.path.abspath(path))
+    if target.is_dir():
+        raise ReportError(f"{target} is a directory; give a file name such as {target / 'report.html'}")
+    if target.exists() and not force:
+        raise ReportError(f"{target} exists; pass force=True (--force) to overwrite it or choose another path")
+
+
+def _write_html(document: str, path: PathLike, force: bool) -> Path:
+    target = Path(os.path.abspath(path))
+    data = document.encode("utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise ReportError(f"cannot write to {target.parent}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        if force:
+            os.replace(tmp, target)
+        else:
+            _link_no_clobber(Path(tmp), target)
+    except OSError as e:
+        raise ReportError(f"cannot write {target}: {e.strerror}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _link_no_clobber(tmp: Path, target: Path) -> None:
+    """Put ``tmp`` at ``target`` unless something appeared there meanwhile (atomic where the
+    file system has hard links)."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise ReportError(f"{target} exists; pass force=True (--force) to overwrite it or choose another path") from None
+    except OSError:  # no hard links here: check, then rename
+        if target.exists():
+            raise ReportError(f"{target} exists; pass force=True (--force) to overwrite it or choose another path") from None
+        os.replace(tmp, target)

@@ -1,0 +1,187 @@
+"""The HTML report: self-contained (plotly.js once, nothing fetched), every section present,
+the summary numbers are the library's, and writing it never clobbers a file by accident."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import plotly.offline
+import pytest
+import torch
+
+import circuits
+from circuits import report
+from circuits.ablate import Ablation, evaluate_ablation
+from circuits.errors import CircuitsError
+from circuits.evaluate import evaluate
+from circuits.models import HookedCLIP
+from circuits.stats import head_bias, term_gradient, term_spread
+from circuits.train.loop import TrainResult
+from conftest import tiny_run_config
+
+PLOTLY_JS = plotly.offline.get_plotlyjs()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def trained(one_thread) -> TrainResult:
+    """A tiny model trained for 30 steps (about a second), with its metrics history."""
+    return circuits.train(tiny_run_config(), progress=False)
+
+
+@pytest.fixture(scope="module")
+def numbers(trained) -> dict:
+    return report.headline(trained.model)
+
+
+@pytest.fixture(scope="module")
+def page(trained, numbers) -> str:
+    return report.build_report(trained.model, trained.history, headline=numbers)
+
+
+# ----------------------------------------------------------------------------- self-contained
+def test_plotly_js_is_embedded_exactly_once_and_nothing_is_fetched(page: str) -> None:
+    assert page.count(PLOTLY_JS) == 1
+    assert page.count("Plotly.newPlot") >= 10  # the figures, drawn with the inlined library
+    assert re.findall(r"<script\b[^>]*\bsrc\s*=", page, flags=re.I) == []  # no external scripts at all
+    assert re.findall(r"<link\b", page, flags=re.I) == []
+    assert 'src="http' not in page and "src='http" not in page
+    assert "cdn." not in page.replace(PLOTLY_JS, "") and "mathjax" not in page.replace(PLOTLY_JS, "").lower()
+    # the only 'href="http' strings are attribution links inside plotly.js's own map code, never loaded
+    assert 'href="http' not in page.replace(PLOTLY_JS, "")
+    assert re.findall(r"""<a\b[^>]*href\s*=\s*["'](?!#)""", page.replace(PLOTLY_JS, "")) == []  # only in-page links
+
+
+def test_the_report_is_a_complete_html_document_under_10_mb(page: str) -> None:
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert len(page.encode("utf-8")) < report.MAX_BYTES == 10 * 1024 * 1024
+
+
+def test_every_section_is_present_in_order(page: str) -> None:
+    positions = [page.find(f">{title}</h2>") for title in report.SECTIONS.values()]
+    assert all(p > 0 for p in positions), [t for t, p in zip(report.SECTIONS.values(), positions) if p < 0]
+    assert positions == sorted(positions)
+
+
+def test_without_history_there_is_no_training_section(trained, numbers) -> None:
+    page = report.build_report(trained.model, headline=numbers, title="My <model>")
+    assert report.SECTIONS["training"] not in page
+    assert "<h1>My &lt;model&gt;</h1>" in page  # titles are escaped
+    assert page.count(PLOTLY_JS) == 1
+
+
+def test_the_training_section_plots_the_history(trained, page: str) -> None:
+    compact = page.replace(" ", "")
+    for key in ("step", "unseen_pair", "seen_pair", "single_object", "loss"):
+        series = json.dumps([row[key] for row in trained.history]).replace(" ", "")
+        assert series in compact, key
+
+
+# ----------------------------------------------------------------------------- numbers
+def test_headline_numbers_are_the_librarys(trained, numbers: dict) -> None:
+    model = trained.model
+    assert numbers["accuracies"] == evaluate(model)
+    assert numbers["world"] == model.world.summary()
+    assert numbers["head_bias_rows"] == head_bias(model).rows()
+    assert numbers["head_bias"]["first"] == head_bias(model).first
+    json.dumps(numbers)  # printable / storable by the CLI as it is
+
+
+def test_headline_ablation_table_matches_evaluate_ablation(trained, numbers: dict) -> None:
+    model = trained.model
+    assert list(numbers["ablation"]) == ["baseline", "EP", "PP", "BP", "EP+PP", "EP+PP+BP"]
+    assert numbers["ablation_specs"]["EP+PP+BP"]["terms"] == ["EP", "PP", "BP"]
+    assert numbers["ablation_skipped"] == []
+    for name in ("EP", "EP+PP+BP"):
+        out = evaluate_ablation(model, Ablation(terms=tuple(name.split("+"))))
+        assert numbers["ablation"][name] == {k: out["ablated"][k] for k in ("unseen_pair", "label_set")}
+        assert numbers["ablation"]["baseline"] == {k: out["baseline"][k] for k in ("unseen_pair", "label_set")}
+
+
+def test_the_summary_shows_the_headline_it_is_given(trained, numbers: dict, monkeypatch) -> None:
+    doctored = copy.deepcopy(numbers)
+    doctored["accuracies"]["unseen_pair"] = 0.4242
+    doctored["ablation"]["EP"]["unseen_pair"] = 0.1717
+    monkeypatch.setattr(report, "_headline", lambda *a, **k: pytest.fail("headline recomputed"))
+    page = report.build_report(trained.model, headline=doctored)
+    assert "<td>unseen_pair</td><td>0.424</td>" in page
+    assert "<td>EP</td><td>0.172</td>" in page
+    tables = report.headline_tables(doctored)
+    assert [row["ablated"] for row in tables["ablation"]] == ["baseline", "EP", "PP", "BP", "EP+PP", "EP+PP+BP"]
+    assert [row["head"] for row in tables["head_bias"]] == ["H0", "H1"]
+    assert tables["head_bias"][0]["relational"] == pytest.approx(
+        numbers["head_bias"]["relational_first"][0] + numbers["head_bias"]["relational_second"][0])
+
+
+def test_ablations_the_model_lacks_terms_for_are_skipped_not_failed() -> None:
+    cfg = tiny_run_config().with_overrides({"model.vision.qkv_bias": False})
+    runnable, skipped = report.applicable_ablations(HookedCLIP(cfg))
+    assert list(runnable) == ["EP", "PP", "EP+PP"] and skipped == ["BP", "EP+PP+BP"]
+
+
+def test_spread_and_gradients_are_term_spread_and_term_gradient(trained) -> None:
+    spread, gradients = report.spread_and_gradients(trained.model)
+    assert spread == pytest.approx(term_spread(trained.model))
+    assert list(gradients) == ["EP", "PP", "BP", "EE", "PE"]
+    for name, want in term_gradient(trained.model, terms=tuple(gradients)).items():
+        assert gradients[name].profile == [pytest.approx(p) for p in want.profile]
+        assert gradients[name].slope == pytest.approx(want.slope)
+
+
+def test_example_images_are_two_object_images_of_their_splits(trained) -> None:
+    world = trained.model.world
+    examples = report.example_images(trained.model)
+    assert set(examples) == {"unseen_pair", "seen_pair"}
+    for split, image in examples.items():
+        assert any(torch.equal(image, other) for other in world[split].images)
+        labels = [int(v) for v in image[1:] if v != 0]
+        assert len(labels) == 2 and labels[0] < labels[1]
+    held_out = set(world.heldout_labels)
+    assert {int(v) for v in examples["unseen_pair"][1:] if v != 0} <= held_out
+
+
+# ----------------------------------------------------------------------------- writing
+def test_write_report_writes_atomically_and_refuses_to_clobber(trained, numbers: dict, tmp_path: Path) -> None:
+    target = tmp_path / "out" / "report.html"
+    written = report.write_report(trained.model, target, trained.history, headline=numbers)
+    assert written == target and target.read_text().startswith("<!DOCTYPE html>")
+    assert report.SECTIONS["training"] in target.read_text()
+    assert [p.name for p in target.parent.iterdir()] == ["report.html"]  # no temporary file left behind
+
+    target.write_text("precious")
+    with pytest.raises(CircuitsError, match="exists; pass force=True") as err:
+        report.write_report(trained.model, target, headline=numbers)
+    assert isinstance(err.value, report.ReportError) and "\n" not in str(err.value)
+    assert target.read_text() == "precious"
+
+    report.write_report(trained.model, target, headline=numbers, force=True)
+    assert target.read_text().startswith("<!DOCTYPE html>")
+    assert [p.name for p in target.parent.iterdir()] == ["report.html"]
+
+
+def test_write_report_into_a_directory_path_is_an_error(trained, numbers: dict, tmp_path: Path) -> None:
+    with pytest.raises(CircuitsError, match="is a directory"):
+        report.write_report(trained.model, tmp_path, headline=numbers, force=True)
+
+
+def test_a_model_without_learned_positions_still_gets_a_report() -> None:
+    """Rotary vision encoder: no term has key source P, so the ablations of P terms and the
+    relational split do not apply; they are reported as such instead of failing."""
+    model = HookedCLIP(tiny_run_config().with_overrides({"model.vision.positional": "rotary"})).eval()
+    numbers = report.headline(model)
+    assert list(numbers["ablation"]) == ["baseline"] and numbers["ablation_skipped"] == list(report.ABLATIONS)
+    bias = head_bias(model, position_terms="EE", token_terms="EE")
+    assert numbers["head_bias"]["first"] == bias.first and numbers["head_bias"]["label_specific"] == [None, None]
+    page = report.build_report(model, headline=numbers)
+    assert "Not defined for this model" in page and "Not applicable to this model: EP, PP, BP" in page
+    assert all(f">{title}</h2>" in page for key, title in report.SECTIONS.items() if key != "training")
