@@ -58,11 +58,16 @@ def train(
     progress: bool = True,
     metrics_path: Path | None = None,
     on_eval: Callable[[Metrics], None] | None = None,
+    pooled_only: bool = True,
 ) -> TrainResult:
     """Train a CLIP pair from scratch as `cfg` says; deterministic given the config.
 
     Every ``train.eval_every`` steps (and at the last step) the accuracies of all splits are
     computed; each row is appended to ``metrics_path`` (JSON lines) if given.
+
+    ``pooled_only`` (default True) trains with the pooled-row-only forward of the encoders
+    (exact, much faster); False runs the full hooked forward every step instead (same
+    function, for benchmarks and cross-checks; see ``benchmarks/bench_train.py``).
     """
     tc = cfg.train
     device = resolve_device(tc.device)
@@ -85,8 +90,8 @@ def train(
         else:
             index = torch.randperm(len(data), generator=sampler)[: tc.batch_size].to(device)
             images, batch_truth = data.images[index], truth[index]
-        img = torch.nn.functional.normalize(model.encode_image(images, pooled_only=True), dim=-1)
-        txt = torch.nn.functional.normalize(model.encode_text(captions, pooled_only=True), dim=-1)
+        img = torch.nn.functional.normalize(model.encode_image(images, pooled_only=pooled_only), dim=-1)
+        txt = torch.nn.functional.normalize(model.encode_text(captions, pooled_only=pooled_only), dim=-1)
         loss = clip_loss(model.scale * img @ txt.T, batch_truth)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
