@@ -89,6 +89,11 @@ def eval_(ckpt: CheckpointOption, as_json: JsonOption = False) -> None:
 
 EncoderOption = Annotated[str, typer.Option("--encoder", "-e", help="vision or text.")]
 LayerOption = Annotated[int, typer.Option("--layer", "-l", help="Attention layer (negative counts from the end).")]
+HtmlOption = Annotated[
+    Optional[Path],
+    typer.Option("--html", help="Also write the figures to this self-contained HTML file.", show_default=False),
+]
+HtmlForceOption = Annotated[bool, typer.Option("--force", help="Overwrite an existing --html file.")]
 SplitOption = Annotated[
     str, typer.Option("--split", help="Two-object split the statistics run on: unseen_pair, seen_pair or train_pair.")
 ]
@@ -107,11 +112,8 @@ def decompose(
                                      "[default: the first image (caption) of --split]", show_default=False),
     ] = None,
     as_json: JsonOption = False,
-    html: Annotated[
-        Optional[Path], typer.Option("--html", help="Also write the figures to this self-contained HTML file.",
-                                     show_default=False)
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --html file.")] = False,
+    html: HtmlOption = None,
+    force: HtmlForceOption = False,
 ) -> None:
     """Per head: each score term's share, monotonicity and slope on the pooled row, and its profile for one input."""
     from circuits.checkpoint import load
@@ -164,11 +166,8 @@ def ablate(
         Optional[str], typer.Option("--heads", help='Heads to patch, e.g. "0,3".  [default: all]', show_default=False)
     ] = None,
     as_json: JsonOption = False,
-    html: Annotated[
-        Optional[Path], typer.Option("--html", help="Also write the figures to this self-contained HTML file.",
-                                     show_default=False)
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --html file.")] = False,
+    html: HtmlOption = None,
+    force: HtmlForceOption = False,
 ) -> None:
     """Zero-ablate score terms / value sources and compare the accuracy table before and after."""
     from circuits.ablate import Ablation, evaluate_ablation
@@ -206,11 +205,8 @@ def bias(
     layer: LayerOption = 0,
     split: SplitOption = "unseen_pair",
     as_json: JsonOption = False,
-    html: Annotated[
-        Optional[Path], typer.Option("--html", help="Also write the figures to this self-contained HTML file.",
-                                     show_default=False)
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --html file.")] = False,
+    html: HtmlOption = None,
+    force: HtmlForceOption = False,
 ) -> None:
     """Per head: how often the pooled query attends more to the left (first) or right (second) object,
     and how often that is decided by the position terms (relational) or by the labels."""

@@ -185,3 +185,23 @@ def test_a_model_without_learned_positions_still_gets_a_report() -> None:
     page = report.build_report(model, headline=numbers)
     assert "Not defined for this model" in page and "Not applicable to this model: EP, PP, BP" in page
     assert all(f">{title}</h2>" in page for key, title in report.SECTIONS.items() if key != "training")
+
+
+CHROMIUM = next((p for p in ("chromium", "chromium-browser", "google-chrome") if __import__("shutil").which(p)), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium on this machine")
+def test_a_headless_browser_draws_every_figure_offline(page: str, tmp_path: Path) -> None:
+    """Opened with the network blocked (a dead proxy), every figure div holds a drawn plot."""
+    import subprocess
+
+    file = tmp_path / "report.html"
+    file.write_text(page)
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+         "--virtual-time-budget=20000", "--dump-dom", file.as_uri()],
+        capture_output=True, text=True, timeout=180, check=True,
+    ).stdout
+    n_figures = page.count("Plotly.newPlot")
+    assert n_figures >= 10
+    assert dom.count('class="plot-container plotly"') == n_figures
