@@ -1,30 +1,81 @@
 """Reproduce the ablation table (Fig. 5e, Table 2) and head-bias statistics (Fig. 4c, 5d) over seeds.
 
-For each variant (the default recipe and a larger-token-init one) and each seed, train the
-default 1-layer model, then zero-ablate EP, PP, BP, the identifiable key-position combination
-EP+PP, EP+PP+BP, and the positional value source VP (App. I), and measure the vision heads'
-left/right bias and relational share. Writes ``results/reproduction.json`` and a markdown
-summary ``results/reproduction.md`` (copied into docs/reproduction.md).
+For each variant (rows of `VARIANTS` below) and each seed, train the default 1-layer,
+4-head attention-only CLIP pair, then zero-ablate the vision encoder's score terms EP, PP, BP,
+the identifiable key-position combination EP+PP, EP+PP+BP, the positional value source VP
+(App. I) and EP+PP+BP+VP, and measure the vision heads' left/right bias and relational share
+(`circuits.stats.head_bias`) and each term's horizontal slope on the [CLS] row
+(`circuits.stats.term_gradient`). Writes ``OUT/reproduction.json`` (every number) and a
+markdown summary ``OUT/reproduction.md`` (quoted in docs/reproduction.md).
 
-    python experiments/reproduce_ablation.py               # 5 seeds x 2 variants, ~10 min on 2 CPU cores
-    python experiments/reproduce_ablation.py --seeds 2 --steps 600   # quicker look
+    python experiments/reproduce_ablation.py --jobs 2        # 5 seeds x (default, ep-dominant): 861 s on a busy 2-core machine
+    python experiments/reproduce_ablation.py --quick         # 1 seed, 600 steps, -> OUT/quick (smoke test, ~1 min)
+    python experiments/reproduce_ablation.py --seeds 1 --variants all --out experiments/results/sweep   # the init sweep
+    python experiments/reproduce_ablation.py --list          # print the variant table
+
+Why variants? On the [CLS] row the query is always E[CLS] + P[0]: the two vectors receive the
+same gradient at every step, so how a learned key-position gradient is split between EP
+(query E[CLS]) and PP (query P[0]) is set by their initial values and weight decay, not by the
+data. Only EP+PP (with BP: every key-P term) is identifiable. Shrinking the positional init
+relative to the token init makes E[CLS] the larger part of the [CLS] query, so EP carries
+more of the gradient ("ep-dominant"); a token init much larger than the positional one makes
+the label-specific EE term large and the model stops generalizing ("token1.0").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 import circuits
 from circuits.ablate import Ablation, evaluate_ablation
 from circuits.stats import head_bias, term_gradient
 
-VARIANTS = {
-    "default (token & pos init std 0.1)": [],
-    "large token init (token std 1.0, pos std 0.1)": ["model.vision.init_embed_std=1.0", "model.text.init_embed_std=1.0"],
+
+@dataclass(frozen=True)
+class Variant:
+    description: str
+    overrides: tuple[str, ...] = ()
+
+
+# name -> (description, config overrides). Vision-encoder init only unless stated; every
+# other setting is the library default (RunConfig()), steps come from --steps.
+VARIANTS: dict[str, Variant] = {
+    "default": Variant("library defaults: token & pos init std 0.1"),
+    "ep-dominant": Variant("vision pos init std 0.02 (token 0.1)", ("model.vision.init_pos_std=0.02",)),
+    # --- candidates of the init sweep (docs/reproduction.md, "Choosing the variant") ---
+    "pos0.01": Variant("vision pos init std 0.01 (token 0.1)", ("model.vision.init_pos_std=0.01",)),
+    "pos0.01-wd0.03": Variant(
+        "vision pos init std 0.01, weight decay 0.03", ("model.vision.init_pos_std=0.01", "train.weight_decay=0.03")
+    ),
+    "token0.3": Variant("vision token init std 0.3 (pos 0.1)", ("model.vision.init_embed_std=0.3",)),
+    "token0.3-pos0.03": Variant(
+        "vision token init std 0.3, pos 0.03", ("model.vision.init_embed_std=0.3", "model.vision.init_pos_std=0.03")
+    ),
+    "token0.2-pos0.02": Variant(
+        "vision token init std 0.2, pos 0.02", ("model.vision.init_embed_std=0.2", "model.vision.init_pos_std=0.02")
+    ),
+    "token0.15-pos0.01": Variant(
+        "vision token init std 0.15, pos 0.01", ("model.vision.init_embed_std=0.15", "model.vision.init_pos_std=0.01")
+    ),
+    "pos0.003": Variant("vision pos init std 0.003 (token 0.1)", ("model.vision.init_pos_std=0.003",)),
+    "token0.5": Variant("vision token init std 0.5 (pos 0.1)", ("model.vision.init_embed_std=0.5",)),
+    "token1.0": Variant(
+        "token init std 1.0, vision and text (pos 0.1)", ("model.vision.init_embed_std=1.0", "model.text.init_embed_std=1.0")
+    ),
 }
+DEFAULT_VARIANTS = ("default", "ep-dominant")
+
 ABLATIONS = {
     "EP": Ablation(terms=("EP",)),
     "PP": Ablation(terms=("PP",)),
@@ -34,103 +85,191 @@ ABLATIONS = {
     "VP": Ablation(values=("P",)),
     "EP+PP+BP+VP": Ablation(terms=("EP", "PP", "BP"), values=("P",)),
 }
-METRICS = ("unseen_pair", "label_set", "single_object", "seen_pair")
-PAPER = {  # Table 2, left-only rows (two settings of the lost x-axis value), Fig. 5e
+METRICS = ("single_object", "seen_pair", "unseen_pair", "label_set")
+SLOPE_TERMS = ("EP", "PP", "BP", "EP+PP+BP")
+# Paper Table 2 (App. M), left-only rows. The header of its second column was lost in the text
+# extraction; it takes the values 20 and 25 (a world-size setting, probably the number of labels).
+PAPER = {
     "baseline": "82% / 89%",
     "EP": "55% / 61%",
     "PP": "81% / 88%",
     "BP": "81% / 88%",
+    "EP+PP": "-",
     "EP+PP+BP": "50% / 50%",
-    "VP": "n/a (App. I: all position terms incl. VP -> 0.5)",
+    "VP": "-",
+    "EP+PP+BP+VP": "≈0.5 (App. I, Fig. 17a)",
 }
 
 
-def run_one(overrides: list[str], seed: int, steps: int, out_dir: Path | None) -> dict:
-    cfg = circuits.RunConfig().with_overrides([*overrides, f"train.seed={seed}", f"world.seed={seed}", f"train.steps={steps}"])
+def run_one(name: str, seed: int, steps: int, ckpt: str | None = None) -> dict:
+    torch.set_num_threads(1)
+    variant = VARIANTS[name]
+    overrides = [*variant.overrides, f"train.seed={seed}", f"world.seed={seed}", f"train.steps={steps}",
+                 f"train.eval_every={max(steps // 10, 1)}"]
+    cfg = circuits.RunConfig().with_overrides(overrides)
     result = circuits.train(cfg, progress=False)
     model = result.model
-    if out_dir is not None:
-        circuits.save(model, out_dir, result.history, force=True)
-    row: dict = {"seed": seed, "train_seconds": result.seconds, "baseline": circuits.evaluate(model)}
-    for name, ablation in ABLATIONS.items():
-        row[name] = evaluate_ablation(model, ablation)["ablated"]
+    if ckpt is not None:
+        circuits.save(model, Path(ckpt), result.history, force=True)
+    row: dict = {"variant": name, "seed": seed, "overrides": overrides, "train_seconds": round(result.seconds, 1),
+                 "history_unseen_pair": [(h["step"], h["unseen_pair"]) for h in result.history],
+                 "baseline": circuits.evaluate(model)}
+    for abl_name, ablation in ABLATIONS.items():
+        row[abl_name] = evaluate_ablation(model, ablation)["ablated"]
     bias = head_bias(model)
-    row["head_right"] = bias.second
-    row["head_relational"] = bias.relational
-    grad = term_gradient(model, terms=("EP", "PP", "BP", "EP+PP+BP"))
-    row["slope"] = {name: g.slope for name, g in grad.items()}
+    row["head_left"], row["head_right"], row["head_relational"] = bias.first, bias.second, bias.relational
+    grad = term_gradient(model, terms=SLOPE_TERMS)
+    row["slope"] = {t: g.slope for t, g in grad.items()}
     return row
 
 
-def mean_std(values: list[float]) -> str:
+# ---------------------------------------------------------------- summaries
+
+
+def mean_std(values: list[float], pct: bool = False) -> str:
+    f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.3f}")
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+        return f(values[0])
+    return f"{f(statistics.mean(values))} ± {f(statistics.stdev(values))}"
 
 
-def summarize(results: dict[str, list[dict]]) -> str:
-    lines = ["## Ablation: unseen-pair accuracy (label-set recognition) after zeroing terms, mean ± std over seeds", ""]
+def most_biased(r: dict) -> int:
+    return max(range(len(r["head_left"])), key=lambda h: abs(r["head_left"][h] - r["head_right"][h]))
+
+
+def ep_share(r: dict) -> dict[str, float]:
+    """|slope t| / sum over EP, PP, BP, at the head with the steepest EP+PP+BP slope."""
+    h = max(range(len(r["head_left"])), key=lambda k: abs(r["slope"]["EP+PP+BP"][k]))
+    total = sum(abs(r["slope"][t][h]) for t in ("EP", "PP", "BP"))
+    return {t: abs(r["slope"][t][h]) / total for t in ("EP", "PP", "BP")}
+
+
+def summarize(results: dict[str, list[dict]], steps: int, variants: dict[str, dict]) -> str:
+    """Markdown tables; ``variants`` is the JSON's name -> {description, overrides}."""
     cols = ["baseline", *ABLATIONS]
-    lines.append("| variant | " + " | ".join(cols) + " |")
-    lines.append("|---" * (len(cols) + 1) + "|")
-    for variant, rows in results.items():
-        cells = [f"{mean_std([r[c]['unseen_pair'] for r in rows])} ({mean_std([r[c]['label_set'] for r in rows])})" for c in cols]
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    lines.append("| paper, Table 2 left-only | " + " | ".join(PAPER.get(c, "") for c in cols) + " |")
-    lines += ["", "Single-object accuracy under EP+PP+BP: " + ", ".join(
-        f"{v}: {mean_std([r['EP+PP+BP']['single_object'] for r in rows])}" for v, rows in results.items()), ""]
-
-    lines += ["## Vision heads: fraction of unseen-pair images whose [CLS] attends more to the right object", "",
-              "Heads sorted from most left- to most right-biased in each seed; relational share in brackets.", ""]
-    for variant, rows in results.items():
-        lines.append(f"**{variant}**")
+    lines = [f"# Ablation reproduction ({steps} training steps)", ""]
+    lines += ["Variants:", ""]
+    for name in results:
+        v = variants[name]
+        lines.append(f"* `{name}`: {v['description']}; overrides `{' '.join(v['overrides']) or '(none)'}`")
+    lines.append("")
+    for metric in METRICS:
+        lines += [f"## {metric} accuracy (%) after zero-ablation in the vision encoder, mean ± std over seeds", ""]
+        lines.append("| variant | n | " + " | ".join(cols) + " |")
+        lines.append("|---" * (len(cols) + 2) + "|")
+        for name, rows in results.items():
+            cells = [mean_std([r[c][metric] for r in rows], pct=True) for c in cols]
+            lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
+        if metric == "unseen_pair":
+            lines.append("| paper Table 2, left-only (two settings) | | " + " | ".join(PAPER[c] for c in cols) + " |")
         lines.append("")
-        lines.append("| seed | unseen-pair | heads: P(right) [P(relational)] |")
-        lines.append("|---|---|---|")
+
+    lines += ["## Drop of unseen-pair accuracy (percentage points) under each ablation, mean ± std of per-seed drops", ""]
+    lines.append("| variant | EP | PP | BP | EP+PP | EP+PP+BP |")
+    lines.append("|---|---|---|---|---|---|")
+    for name, rows in results.items():
+        cells = [mean_std([r["baseline"]["unseen_pair"] - r[c]["unseen_pair"] for r in rows], pct=True)
+                 for c in ("EP", "PP", "BP", "EP+PP", "EP+PP+BP")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    lines += ["## Vision heads on unseen-pair images (head_bias)", "",
+              "P(left) / P(right): fraction of images whose [CLS] attends more to the left / right object; "
+              "relational: fraction where the key-position part (EP+PP+BP) alone decides. "
+              "'most biased' = head with the largest |P(left) - P(right)|.", ""]
+    lines.append("| variant | seed | unseen-pair | most biased head | P(left) | P(right) | relational | all heads P(left) [relational] |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for name, rows in results.items():
         for r in rows:
-            order = sorted(range(len(r["head_right"])), key=lambda h: r["head_right"][h])
-            heads = ", ".join(f"h{h}: {r['head_right'][h]:.2f} [{r['head_relational'][h]:.2f}]" for h in order)
-            lines.append(f"| {r['seed']} | {r['baseline']['unseen_pair']:.2f} | {heads} |")
-        lines.append("")
+            h = most_biased(r)
+            heads = ", ".join(f"h{k}: {r['head_left'][k]:.2f} [{r['head_relational'][k]:.2f}]" for k in range(len(r["head_left"])))
+            lines.append(f"| {name} | {r['seed']} | {r['baseline']['unseen_pair']:.3f} | h{h} | {r['head_left'][h]:.2f} | "
+                         f"{r['head_right'][h]:.2f} | {r['head_relational'][h]:.2f} | {heads} |")
+    lines.append("")
 
-    lines += ["## Share of the key-position gradient carried by EP", "",
-              "Per head: |slope of EP| / (|slope EP| + |slope PP| + |slope BP|) along the [CLS] row, "
-              "for the head with the steepest EP+PP+BP gradient, mean ± std over seeds.", ""]
+    lines += ["## Share of the key-position slope on the [CLS] row", "",
+              "|slope t| / (|slope EP| + |slope PP| + |slope BP|) at the head with the steepest EP+PP+BP slope "
+              "(term_gradient), mean ± std over seeds.", ""]
     lines.append("| variant | EP share | PP share | BP share |")
     lines.append("|---|---|---|---|")
-    for variant, rows in results.items():
-        shares = {t: [] for t in ("EP", "PP", "BP")}
-        for r in rows:
-            h = max(range(len(r["head_right"])), key=lambda k: abs(r["slope"]["EP+PP+BP"][k]))
-            total = sum(abs(r["slope"][t][h]) for t in shares)
-            for t in shares:
-                shares[t].append(abs(r["slope"][t][h]) / total)
-        lines.append(f"| {variant} | " + " | ".join(mean_std(shares[t]) for t in shares) + " |")
+    for name, rows in results.items():
+        shares = [ep_share(r) for r in rows]
+        lines.append(f"| {name} | " + " | ".join(mean_std([s[t] for s in shares]) for t in ("EP", "PP", "BP")) + " |")
+    lines.append("")
+    secs = [r["train_seconds"] for rows in results.values() for r in rows]
+    lines.append(f"Training time per model: {mean_std(secs)} s.")
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST..FIRST+N-1 (default 0)")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps per model (default 1500)")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help=f"comma-separated names from VARIANTS, or 'all' (default {','.join(DEFAULT_VARIANTS)})")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default experiments/results, or .../quick with --quick)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 600 steps, default variant only, OUT=results/quick")
+    parser.add_argument("--jobs", type=int, default=1, help="models trained in parallel, one CPU thread each (default 1)")
     parser.add_argument("--save-checkpoints", action="store_true", help="also keep every trained model under OUT/ckpt")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    parser.add_argument("--from-json", type=Path, default=None, help="only rewrite the .md next to this reproduction.json")
+    parser.add_argument("--list", action="store_true", help="print the variant table and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, v in VARIANTS.items():
+            print(f"{name:18s} {v.description:50s} {' '.join(v.overrides)}")
+        return
+    if args.from_json is not None:
+        d = json.loads(args.from_json.read_text())
+        md = summarize(d["results"], d["steps"], d["variants"]) + f"Wall time: {d['wall_seconds']:.0f} s ({d['jobs']} job(s)).\n"
+        if "note" in d:
+            md += f"\nNote: {d['note']}\n"
+        args.from_json.with_suffix(".md").write_text(md)
+        print(md)
+        return
+    results_dir = Path(__file__).parent / "results"
+    if args.quick:
+        args.seeds, args.steps = 1, 600
+        if args.variants == ",".join(DEFAULT_VARIANTS):
+            args.variants = "default"
+    out = args.out or (results_dir / "quick" if args.quick else results_dir)
+    names = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
 
-    results: dict[str, list[dict]] = {}
-    for v_index, (variant, overrides) in enumerate(VARIANTS.items()):
-        results[variant] = []
-        for seed in range(args.seeds):
-            ckpt = args.out / "ckpt" / f"variant{v_index}-seed{seed}" if args.save_checkpoints else None
-            row = run_one(overrides, seed, args.steps, ckpt)
-            results[variant].append(row)
-            print(f"{variant} seed {seed}: baseline {row['baseline']['unseen_pair']:.3f}, "
-                  f"EP {row['EP']['unseen_pair']:.3f}, EP+PP+BP {row['EP+PP+BP']['unseen_pair']:.3f}", flush=True)
+    jobs = [(name, seed, args.steps, str(out / "ckpt" / f"{name}-seed{seed}") if args.save_checkpoints else None)
+            for name in names for seed in range(args.first_seed, args.first_seed + args.seeds)]
+    start = time.perf_counter()
+    results: dict[str, list[dict]] = {name: [] for name in names}
 
-    (args.out / "reproduction.json").write_text(json.dumps({"steps": args.steps, "results": results}, indent=1))
-    summary = summarize(results)
-    (args.out / "reproduction.md").write_text(summary)
+    def report(row: dict) -> None:
+        results[row["variant"]].append(row)
+        print(f"{row['variant']} seed {row['seed']} ({row['train_seconds']:.0f} s): unseen {row['baseline']['unseen_pair']:.3f}, "
+              f"EP {row['EP']['unseen_pair']:.3f}, PP {row['PP']['unseen_pair']:.3f}, "
+              f"EP+PP+BP {row['EP+PP+BP']['unseen_pair']:.3f}", flush=True)
+
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            for row in pool.map(run_one, *zip(*jobs)):
+                report(row)
+    else:
+        for job in jobs:
+            report(run_one(*job))
+    for rows in results.values():
+        rows.sort(key=lambda r: r["seed"])
+    wall = time.perf_counter() - start
+
+    meta = {"command": " ".join(["python", "experiments/reproduce_ablation.py", *(argv if argv is not None else sys.argv[1:])]),
+            "steps": args.steps, "seeds": list(range(args.first_seed, args.first_seed + args.seeds)), "jobs": args.jobs, "wall_seconds": round(wall, 1),
+            "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "variants": {n: {"description": VARIANTS[n].description, "overrides": list(VARIANTS[n].overrides)} for n in names},
+            "paper_table2_left_only": PAPER}
+    (out / "reproduction.json").write_text(json.dumps({**meta, "results": results}, indent=1))
+    summary = summarize(results, args.steps, meta["variants"]) + f"Wall time: {wall:.0f} s ({args.jobs} job(s)).\n"
+    (out / "reproduction.md").write_text(summary)
     print(summary)
 
 
