@@ -156,3 +156,19 @@ def default_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("default") / "run"
     train_to_directory(cfg, out, progress=False)
     return out
+
+
+def assert_tree_close(actual, expected, rel: float = 1e-6, abs: float = 1e-9) -> None:
+    """Nested lists / dicts of numbers equal up to float tolerance (pytest.approx is flat only)."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and actual.keys() == expected.keys(), (actual, expected)
+        for key in expected:
+            assert_tree_close(actual[key], expected[key], rel, abs)
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(actual, (list, tuple)) and len(actual) == len(expected), (actual, expected)
+        for a, e in zip(actual, expected):
+            assert_tree_close(a, e, rel, abs)
+    elif isinstance(expected, float):
+        assert actual == pytest.approx(expected, rel=rel, abs=abs)
+    else:
+        assert actual == expected

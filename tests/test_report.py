@@ -20,7 +20,7 @@ from circuits.evaluate import evaluate
 from circuits.models import HookedCLIP
 from circuits.stats import head_bias, term_gradient, term_spread
 from circuits.train.loop import TrainResult
-from conftest import tiny_run_config
+from conftest import assert_tree_close, tiny_run_config
 
 PLOTLY_JS = plotly.offline.get_plotlyjs()
 
@@ -131,7 +131,7 @@ def test_ablations_the_model_lacks_terms_for_are_skipped_not_failed() -> None:
 
 def test_spread_and_gradients_are_term_spread_and_term_gradient(trained) -> None:
     spread, gradients = report.spread_and_gradients(trained.model)
-    assert spread == pytest.approx(term_spread(trained.model))
+    assert_tree_close(spread, term_spread(trained.model))
     assert list(gradients) == ["EP", "PP", "BP", "EE", "PE"]
     for name, want in term_gradient(trained.model, terms=tuple(gradients)).items():
         assert gradients[name].profile == [pytest.approx(p) for p in want.profile]

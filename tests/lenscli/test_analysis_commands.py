@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from circuits.ablate import Ablation, evaluate_ablation
 from circuits.checkpoint import load, train_to_directory
 from circuits.stats import head_bias, term_summary
+from conftest import assert_tree_close
 from lenscli.app import app
 
 runner = CliRunner()
@@ -47,7 +48,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory, make_tiny_cfg) -> Path:
 def test_decompose_json_is_the_term_summary_and_a_profile_that_adds_up(ckpt: Path) -> None:
     out = json.loads(run("decompose", "--ckpt", ckpt, "--image", "0 3 0 0 5 0", "--json"))
     model = load(ckpt)
-    assert out["summary"] == pytest.approx(term_summary(model, "vision", "unseen_pair", 0))
+    assert_tree_close(out["summary"], term_summary(model, "vision", "unseen_pair", 0))
     profile = out["profile"]
     assert profile["tokens"] == [model.world.vocab.cls, 0, 3, 0, 0, 5, 0]
     assert profile["keys"] == ["CLS", "p0", "p1", "p2", "p3", "p4", "p5"]
@@ -122,7 +123,7 @@ def test_ablating_ep_pp_bp_of_the_default_model_leaves_only_label_information(de
 def test_bias_json_is_the_library_head_bias(ckpt: Path) -> None:
     out = json.loads(run("bias", "--ckpt", ckpt, "--json"))
     want = head_bias(load(ckpt), "vision", "unseen_pair", 0)
-    assert out["heads"] == pytest.approx(want.rows())
+    assert_tree_close(out["heads"], want.rows())
     assert out["n_inputs"] == len(load(ckpt).world["unseen_pair"])
     for row in out["heads"]:
         assert row["first"] + row["second"] <= 1 + 1e-6
