@@ -99,23 +99,6 @@ def applicable_ablations(
     return out, skipped
 
 
-def bias_statistics(model: HookedCLIP, split: str = "unseen_pair", encoder: str = "vision") -> HeadBias:
-    """`circuits.stats.head_bias`; for encoders without learned positional embeddings (rotary,
-    none), where no term has key source P and the relational / label-specific split is
-    undefined, the left/right fractions with the relational fields set to None."""
-    try:
-        return head_bias(model, encoder, split)
-    except CircuitsError:
-        enc = model.encoders[encoder]
-        if any(t[1] == "P" for t in enc.term_names(0)):
-            raise
-        tokens = stats.key_source_group(enc.term_names(0), "E")
-        bias = head_bias(model, encoder, split, position_terms=tokens, token_terms=tokens)
-        none = [None] * len(bias.first)
-        return dataclasses.replace(bias, relational_first=none, relational_second=none, label_specific=none,
-                                   position_terms="", token_terms=tokens)
-
-
 def _headline(
     model: HookedCLIP,
     ablations: dict[str, Ablation] | None = None,
@@ -125,7 +108,7 @@ def _headline(
     start = time.perf_counter()
     world = model.world
     accuracies = evaluate(model)
-    bias = bias_statistics(model, split)
+    bias = head_bias(model, "vision", split)
     runnable, skipped = applicable_ablations(model, ablations)
     splits = tuple(ablation_splits)
     table = {"baseline": evaluate(model, splits)}
@@ -191,9 +174,8 @@ def spread_and_gradients(
     """`circuits.stats.term_spread` (default terms) and `term_gradient` (those of
     `GRADIENT_TERMS` the vision encoder has) from one decomposition of ``split``: the same
     numbers as calling both, at half the cost."""
-    inputs, row = stats._inputs_and_row(model, "vision", split, 0)
-    grad_terms = [t for t in GRADIENT_TERMS if t in row.terms] or stats.default_terms(row.terms)
-    return stats._spread(row, stats.default_terms(row.terms)), stats._gradients(inputs, row, grad_terms)
+    grad_terms = tuple(t for t in GRADIENT_TERMS if t in model.vision.term_names(0))
+    return stats.spread_and_gradients(model, "vision", split, 0, gradient_terms=grad_terms or None)
 
 
 def example_images(model: HookedCLIP) -> dict[str, Int[Tensor, " seq"]]:
@@ -364,7 +346,7 @@ def build_report(
                          " and how often each head attends more to the first- or second-mentioned label (Fig. 6b).")
     page.figure(viz.text_attention(model))
     try:
-        page.figure(viz.bias_bars(bias_statistics(model, "unseen_pair", encoder="text")))
+        page.figure(viz.bias_bars(head_bias(model, "text", "unseen_pair")))
     except CircuitsError as e:  # e.g. a world without two-object captions
         page.add(f'<p class="note">{html.escape(str(e))}</p>')
 

@@ -91,15 +91,15 @@ class HeadBias:
     argmax_first: list[float]  # the maximal attention of the row falls on the first object
     argmax_second: list[float]
     argmax_other: list[float]
-    relational_first: list[float]  # relational, toward the first object
-    relational_second: list[float]
-    label_specific: list[float]
-    position_terms: str = ""
+    relational_first: list[float | None]  # relational, toward the first object (None: no P terms)
+    relational_second: list[float | None]
+    label_specific: list[float | None]
+    position_terms: str = ""  # "" when no term has key source P (rotary / no positional embedding)
     token_terms: str = ""
 
     @property
-    def relational(self) -> list[float]:
-        return [a + b for a, b in zip(self.relational_first, self.relational_second)]
+    def relational(self) -> list[float | None]:
+        return [None if a is None else a + b for a, b in zip(self.relational_first, self.relational_second)]
 
     def rows(self) -> list[dict]:
         keys = ["first", "second", "argmax_first", "argmax_second", "argmax_other",
@@ -117,22 +117,21 @@ def head_bias(
 ) -> HeadBias:
     """Left/right (first/second) attention bias and relational / label-specific split per head.
 
-    ``position_terms`` / ``token_terms`` default to every term with key source P / E.
+    ``position_terms`` / ``token_terms`` default to every term with key source P / E; without
+    P terms (rotary or no positional embedding) the relational fields are None.
     """
     inputs = two_object_inputs(model, encoder, split)
     enc = get_encoder(model, encoder)
     layer = check_layer(enc, layer)
     row = pooled_row_terms(enc, inputs.tokens, layer=layer)
-    position_terms = position_terms or key_source_group(row.terms, "P")
+    if position_terms is None:  # "" for rotary / no positional embedding: the relational split is undefined
+        position_terms = key_source_group(row.terms, "P") if any(t[1] == "P" for t in row.terms) else ""
     token_terms = token_terms or key_source_group(row.terms, "E")
 
     att_first, att_second = _at(row.pattern, inputs.first), _at(row.pattern, inputs.second)
     argmax = row.pattern.argmax(-1)  # [n, head]
     is_first = argmax == inputs.first.to(argmax.device)[:, None]
     is_second = argmax == inputs.second.to(argmax.device)[:, None]
-    d_pos = _at(row.combine(position_terms), inputs.second) - _at(row.combine(position_terms), inputs.first)
-    d_tok = _at(row.combine(token_terms), inputs.second) - _at(row.combine(token_terms), inputs.first)
-    relational = d_pos.abs() > d_tok.abs()
 
     def frac(mask: Tensor) -> list[float]:
         return mask.float().mean(0).tolist()
@@ -147,12 +146,29 @@ def head_bias(
         argmax_first=frac(is_first),
         argmax_second=frac(is_second),
         argmax_other=frac(~is_first & ~is_second),
-        relational_first=frac(relational & (d_pos < 0)),
-        relational_second=frac(relational & (d_pos > 0)),
-        label_specific=frac(~relational),
+        **_relational_split(row, inputs, position_terms, token_terms),
         position_terms=position_terms,
         token_terms=token_terms,
     )
+
+
+def _relational_split(row: PooledRow, inputs: TwoObjectInputs, position_terms: str, token_terms: str) -> dict:
+    """Fractions of relational (toward first / second) and label-specific (input, head)s; None without P terms."""
+    if not position_terms:
+        none = [None] * row.scores.shape[1]
+        return {"relational_first": none, "relational_second": none, "label_specific": none}
+
+    def delta(expression: str) -> Tensor:
+        combined = row.combine(expression)
+        return _at(combined, inputs.second) - _at(combined, inputs.first)
+
+    d_pos = delta(position_terms)
+    relational = d_pos.abs() > delta(token_terms).abs()
+    return {
+        "relational_first": (relational & (d_pos < 0)).float().mean(0).tolist(),
+        "relational_second": (relational & (d_pos > 0)).float().mean(0).tolist(),
+        "label_specific": (~relational).float().mean(0).tolist(),
+    }
 
 
 def _valid_keys(row: PooledRow) -> Tensor:
@@ -239,15 +255,27 @@ def _gradients(inputs: TwoObjectInputs, row: PooledRow, names: list[str] | tuple
     return out
 
 
+def spread_and_gradients(
+    model: HookedCLIP,
+    encoder: str = "vision",
+    split: str = "unseen_pair",
+    layer: int = 0,
+    spread_terms: tuple[str, ...] | None = None,
+    gradient_terms: tuple[str, ...] | None = None,
+) -> tuple[dict[str, list[float]], dict[str, Gradient]]:
+    """`term_spread` and `term_gradient` from one decomposition (the same numbers, half the cost)."""
+    inputs, row = _inputs_and_row(model, encoder, split, layer)
+    default = default_terms(row.terms)
+    return _spread(row, spread_terms or default), _gradients(inputs, row, gradient_terms or default)
+
+
 def term_summary(
     model: HookedCLIP, encoder: str = "vision", split: str = "unseen_pair", layer: int = 0
 ) -> list[dict]:
     """One row per (head, term): share of the row's spread, monotonicity and slope (the table
     of ``lenscli decompose``), for every term and the key-position groups."""
-    inputs, row = _inputs_and_row(model, encoder, split, layer)
-    names = default_terms(row.terms)
-    spread, grads = _spread(row, names), _gradients(inputs, row, names)
-    n_heads = row.scores.shape[1]
+    spread, grads = spread_and_gradients(model, encoder, split, layer)
+    names, n_heads = list(spread), len(next(iter(spread.values())))
     return [
         {"head": h, "term": name, "share": spread[name][h], "monotonicity": grads[name].monotonicity[h],
          "slope": grads[name].slope[h]}

@@ -91,3 +91,13 @@ def test_text_statistics_use_subject_and_object_words() -> None:
     for h in range(len(bias.first)):
         assert bias.first[h] + bias.second[h] <= 1.0
         assert bias.relational_first[h] + bias.relational_second[h] + bias.label_specific[h] == pytest.approx(1.0)
+
+
+def test_head_bias_without_positional_terms_leaves_the_relational_split_undefined(make_tiny_cfg):
+    """Rotary models have no key source P: left/right fractions exist, the relational split does not."""
+    cfg = make_tiny_cfg().with_overrides({"model.vision.positional": "rotary"})
+    bias = head_bias(HookedCLIP(cfg).eval())
+    assert bias.position_terms == ""
+    assert bias.relational_first == bias.relational_second == bias.label_specific == [None, None]
+    assert bias.relational == [None, None]
+    assert all(0 <= f + s <= 1 + 1e-6 for f, s in zip(bias.first, bias.second))
