@@ -48,7 +48,7 @@ def print_bias(bias: Any, *, first: str, second: str) -> None:
         (first, "first"), (second, "second"),
         (f"max {first}", "argmax_first"), (f"max {second}", "argmax_second"),
         (f"rel→{first}", "relational_first"), (f"rel→{second}", "relational_second"),
-        ("label-spec", "label_specific"),
+        ("label", "label_specific"),
     ]
     for label, _ in columns:
         table.add_column(label, justify="right")
@@ -62,7 +62,7 @@ def print_bias(bias: Any, *, first: str, second: str) -> None:
     console.print(table)
     console.print(
         f"{first}/{second}: attention on that object is larger; max: the row's maximum falls on it; "
-        f"rel→: relational toward it, |Δ({bias.position_terms})| > |Δ({bias.token_terms})| between the two objects on the pooled row",
+        f"rel→: relational toward it (the position terms decide), label: label-specific; relational means |Δ({bias.position_terms})| > |Δ({bias.token_terms})| between the two objects on the pooled row",
         style="dim",
     )
 
