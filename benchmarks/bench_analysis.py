@@ -58,23 +58,23 @@ def main(argv: list[str] | None = None) -> None:
           + f"  threads {torch.get_num_threads()}  cpus {os.cpu_count()}  {platform.machine()}"
           + (f"  load avg {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""))
     if args.ckpt:
-        model = circuits.load(args.ckpt, device=device)
+        run = circuits.load(args.ckpt, device=device)
         print(f"model: {args.ckpt}")
     else:
         cfg = circuits.RunConfig().with_overrides([f"train.steps={args.steps}", f"train.device={args.device}"])
         t0 = time.perf_counter()
-        model = circuits.train(cfg, progress=False).model
+        run = circuits.train(cfg, progress=False)
         print(f"model: default config trained for {args.steps} steps in {time.perf_counter() - t0:.1f} s")
-    model.eval()
-    print(f"accuracies: {({k: round(v, 3) for k, v in circuits.evaluate(model).items()})}")
-    images = model.world["unseen_pair"].images
+    model, world = run.model.eval(), run.task
+    print(f"accuracies: {({k: round(v, 3) for k, v in circuits.evaluate(model, world).items()})}")
+    images = world["unseen_pair"].images
     ablation = Ablation(terms=("EP", "PP", "BP"))
     calls: list[tuple[str, Callable[[], object]]] = [
-        ("evaluate", lambda: circuits.evaluate(model)),
-        ("evaluate (full)", lambda: circuits.evaluate(model, pooled_only=False)),
+        ("evaluate", lambda: circuits.evaluate(model, world)),
+        ("evaluate (full)", lambda: circuits.evaluate(model, world, pooled_only=False)),
         (f"decompose ({len(images)} imgs)", lambda: decompose(model, images)),
-        ("evaluate_ablation", lambda: evaluate_ablation(model, ablation)),
-        ("head_bias", lambda: head_bias(model)),
+        ("evaluate_ablation", lambda: evaluate_ablation(model, world, ablation)),
+        ("head_bias", lambda: head_bias(model, world.probe())),
     ]
     print()
     print(f"{'call':<26} {'best s':>8} {'median s':>9}   (repeat {args.repeat}, after 1 warm-up)")

@@ -3,16 +3,16 @@
 Quick tour::
 
     import circuits
-    result = circuits.train(circuits.RunConfig())         # a trained HookedCLIP, in about a minute on CPU
-    model = result.model
-    circuits.evaluate(model)                               # the three generalization accuracies
-    _, cache = model.vision.run_with_cache(model.world["unseen_pair"].images[:8])
+    run = circuits.train(circuits.RunConfig())            # a Run: .model (HookedCLIP), .task (World), .history
+    circuits.evaluate(run.model, run.task)                 # the three generalization accuracies
+    _, cache = run.model.vision.run_with_cache(run.task["unseen_pair"].images[:8])
     cache["pattern", 0]                                    # TransformerLens-style hooks everywhere
 """
 
-from circuits.checkpoint import load, save
+from circuits.checkpoint import Run, load, save
 from circuits.config import EncoderConfig, ModelConfig, RunConfig, TrainConfig, WorldConfig
 from circuits.data import Split, World
+from circuits.tasks import Probe, Task
 from circuits.errors import CheckpointError, CircuitsError, ConfigError
 from circuits.evaluate import evaluate, similarity_matrix
 from circuits.models import HookedCLIP, HookedEncoder
@@ -26,8 +26,11 @@ __all__ = [
     "HookedCLIP",
     "HookedEncoder",
     "ModelConfig",
+    "Probe",
+    "Run",
     "RunConfig",
     "Split",
+    "Task",
     "TrainConfig",
     "World",
     "WorldConfig",

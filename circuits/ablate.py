@@ -22,8 +22,9 @@ from torch import Tensor
 
 from circuits.decompose import check_layer, get_encoder, parse_terms
 from circuits.errors import CircuitsError
-from circuits.evaluate import EVAL_SPLITS, evaluate
+from circuits.evaluate import evaluate
 from circuits.models import HookedCLIP, HookedEncoder
+from circuits.tasks import Task
 
 Hook = tuple[str, Callable]
 
@@ -89,11 +90,11 @@ def ablated(model: HookedCLIP, ablation: Ablation) -> Iterator[HookedCLIP]:
 
 
 def evaluate_ablation(
-    model: HookedCLIP, ablation: Ablation, splits: tuple[str, ...] = EVAL_SPLITS
+    model: HookedCLIP | HookedEncoder, task: Task, ablation: Ablation, splits: tuple[str, ...] | None = None
 ) -> dict[str, dict]:
-    """``{"baseline": metrics, "ablated": metrics, "ablation": spec}`` with `evaluate`'s keys
-    (``splits``: which splits to evaluate; ``unseen_pair`` brings ``label_set`` along)."""
-    baseline = evaluate(model, splits)
+    """``{"baseline": metrics, "ablated": metrics, "ablation": spec}`` with the task's metric keys
+    (``splits``: which splits to evaluate, default the task's generalization splits)."""
+    baseline = evaluate(model, task, splits)
     with ablated(model, ablation):
-        after = evaluate(model, splits)
+        after = evaluate(model, task, splits)
     return {"baseline": baseline, "ablated": after, "ablation": ablation.to_dict()}

@@ -2,13 +2,14 @@
 
 ::
 
-    run/config.json        RunConfig.to_json() (format_version, world, model, train)
+    run/config.json        RunConfig.to_json() (format_version, world = the task, model, train)
     run/model.safetensors  the HookedCLIP state dict (safetensors: no pickle, safe to share)
     run/metrics.jsonl      one JSON object per evaluation during training (may be empty)
 
 Writing is atomic: everything goes into a fresh hidden sibling directory that is renamed into
 place at the end, so an interrupted run leaves either the old checkpoint or the new one, never
-half of one. Loading never unpickles and reports every problem as a one-line `CheckpointError`.
+half of one. Loading never unpickles and reports every problem as a one-line `CheckpointError`;
+it rebuilds the task from the saved config and returns a `Run` (config, model, task, metrics).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import safetensors.torch
@@ -28,85 +30,80 @@ from safetensors import SafetensorError
 from circuits.config import RunConfig
 from circuits.errors import CheckpointError, ConfigError
 from circuits.models import HookedCLIP
-from circuits.train.loop import Metrics, resolve_device, train
+from circuits.tasks import Task, build_task
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.jsonl"
 
 PathLike = str | os.PathLike[str]
+Metrics = dict[str, float]
 
 
-def save(model: HookedCLIP, directory: PathLike, history: list[Metrics] | None = None, *, force: bool = False) -> Path:
-    """Write `model` (and its metrics `history`) as a checkpoint directory; return its path.
+@dataclass
+class Run:
+    """A trained model with everything that belongs to it: the config that made it, the task
+    it was trained on (rebuilt from the config), its metrics history and where it is saved."""
+
+    cfg: RunConfig
+    model: HookedCLIP
+    task: Task
+    history: list[Metrics] = field(default_factory=list)  # one row per evaluation during training
+    path: Path | None = None
+    seconds: float = 0.0  # training time, when this run was just trained
+
+    @property
+    def final(self) -> Metrics:
+        return self.history[-1] if self.history else {}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: cuda when available, else cpu; anything else as torch reads it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def save(run: Run, directory: PathLike, *, force: bool = False) -> Path:
+    """Write ``run`` (config, weights, metrics history) as a checkpoint directory; return its path.
 
     Refuses to replace a non-empty directory unless ``force``; an empty one is reused.
     """
     target = _target(directory)
     with _atomic_directory(target, force=force) as tmp:
-        _write_model(model, tmp)
+        write_model(run.cfg, run.model, tmp)
         with open(tmp / METRICS, "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in history or [])
+            f.writelines(json.dumps(row) + "\n" for row in run.history)
     return target
 
 
-def train_to_directory(
-    cfg: RunConfig, out: PathLike, *, force: bool = False, progress: bool = True
-) -> tuple[HookedCLIP, list[Metrics], Path]:
-    """Train a model as `cfg` says and save it as a checkpoint at `out`.
-
-    The output location is checked before training starts, so a run is never thrown away at the
-    end for want of a place to put it; metrics rows are streamed to the checkpoint's
-    ``metrics.jsonl`` (inside the not yet visible temporary directory) as they are computed.
-    """
-    target = _target(out)
-    with _atomic_directory(target, force=force) as tmp:
-        (tmp / METRICS).touch()
-        result = train(cfg, progress=progress, metrics_path=tmp / METRICS)
-        _write_model(result.model, tmp)
-    return result.model, result.history, target
-
-
-def train_or_load(
-    cfg: RunConfig, directory: PathLike, *, retrain: bool = False, progress: bool = True
-) -> tuple[HookedCLIP, list[Metrics], Path, bool]:
-    """The checkpoint of `cfg` at `directory`: loaded if it is already there, trained otherwise.
-
-    Returns ``(model, history, path, trained)``. A checkpoint there that was trained with a
-    different config is an error (one line), never silently reused or replaced; ``retrain``
-    replaces it (only if it is a checkpoint).
-    """
-    target = _target(directory)
-    if not retrain and (target / CONFIG).is_file():
-        found = _read_config(target)
-        if found.to_dict() != cfg.to_dict():
-            raise CheckpointError(
-                f"{target} holds a checkpoint trained with a different config; use another directory or retrain"
-            )
-        return load(target), read_metrics(target), target, False
-    model, history, path = train_to_directory(cfg, target, force=retrain, progress=progress)
-    return model, history, path, True
-
-
-def load(directory: PathLike, device: str | torch.device | None = None) -> HookedCLIP:
-    """The model saved in checkpoint `directory`, in eval mode, on `device` (None = cpu, "auto" = cuda if available)."""
+def load(directory: PathLike, device: str | torch.device | None = None) -> Run:
+    """The `Run` saved in checkpoint `directory`: its model in eval mode on `device` (None = cpu,
+    "auto" = cuda if available), the task rebuilt from its config, and its metrics."""
     path = _checkpoint_dir(directory)
     cfg = _read_config(path)
     state = _read_weights(path / WEIGHTS)
-    model = HookedCLIP(cfg)
+    task = build_task(cfg)
+    model = HookedCLIP.for_task(cfg, task)
     _check_state_dict(state, model.state_dict(), path)
     model.load_state_dict(state, strict=True)
     model.eval()
-    return model.to(_device(device))
+    return Run(cfg, model.to(_device(device)), task, read_metrics(path), _target(path))
 
 
-def read_metrics(directory: PathLike) -> list[Metrics]:
-    """The evaluation rows of checkpoint `directory`, in training order."""
-    file = _checkpoint_dir(directory) / METRICS
+def read_config(directory: PathLike) -> RunConfig:
+    """The `RunConfig` saved in checkpoint `directory` (one-line `CheckpointError` if unreadable)."""
+    return _read_config(_checkpoint_dir(directory))
+
+
+def read_metrics(path: PathLike) -> list[Metrics]:
+    """The evaluation rows of checkpoint directory `path` (or of a ``metrics.jsonl`` file), in
+    training order."""
+    file = Path(path) / METRICS if Path(path).is_dir() else Path(path)
     try:
         lines = file.read_text().splitlines()
     except FileNotFoundError:
-        raise CheckpointError(f"{file} is missing; is {directory} a checkpoint directory?") from None
+        raise CheckpointError(f"{file} is missing; is {path} a checkpoint directory?") from None
     except OSError as e:
         raise CheckpointError(f"cannot read {file}: {e.strerror}") from None
     rows = []
@@ -124,9 +121,9 @@ def read_metrics(directory: PathLike) -> list[Metrics]:
 
 
 # ------------------------------------------------------------------------------------ writing
-def _write_model(model: HookedCLIP, directory: Path) -> None:
-    """config.json and model.safetensors of `model` into `directory`."""
-    (directory / CONFIG).write_text(model.cfg.to_json() + "\n")
+def write_model(cfg: RunConfig, model: HookedCLIP, directory: Path) -> None:
+    """config.json and model.safetensors of `model` into `directory` (an open atomic directory)."""
+    (directory / CONFIG).write_text(cfg.to_json() + "\n")
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     # bytes written by us rather than save_file, which creates the file readable by its owner only
     (directory / WEIGHTS).write_bytes(safetensors.torch.save(state, metadata={"format": "pt"}))

@@ -3,7 +3,7 @@
 ::
 
     from circuits.report import write_report
-    write_report(model, "run/report.html", history)            # history: TrainResult.history or metrics.jsonl
+    write_report(circuits.load("runs/default"), "runs/default/report.html")   # a Run: model, task, history
 
 The file embeds plotly.js once (no CDN, no MathJax, nothing fetched when it is opened) and
 every figure of `circuits.viz` that applies: model card and accuracies, training curves
@@ -38,6 +38,8 @@ from circuits import viz
 from circuits.ablate import Ablation, ablated
 from circuits.errors import CircuitsError
 from circuits.evaluate import evaluate
+from circuits.checkpoint import Run
+from circuits.data import World
 from circuits.models import HookedCLIP
 from circuits import stats
 from circuits.stats import Gradient, HeadBias, head_bias
@@ -100,23 +102,23 @@ def applicable_ablations(
 
 
 def _headline(
-    model: HookedCLIP,
+    run: Run,
     ablations: dict[str, Ablation] | None = None,
     ablation_splits: Sequence[str] = ABLATION_SPLITS,
     split: str = "unseen_pair",
 ) -> dict[str, Any]:
     start = time.perf_counter()
-    world = model.world
-    accuracies = evaluate(model)
-    bias = head_bias(model, "vision", split)
+    model, world = run.model, run.task
+    accuracies = evaluate(model, world)
+    bias = head_bias(model, world.probe(split, "vision"))
     runnable, skipped = applicable_ablations(model, ablations)
     splits = tuple(ablation_splits)
-    table = {"baseline": evaluate(model, splits)}
+    table = {"baseline": evaluate(model, world, splits)}
     for name, abl in runnable.items():
         with ablated(model, abl):
-            table[name] = evaluate(model, splits)
+            table[name] = evaluate(model, world, splits)
     return {
-        "config": model.cfg.to_dict(),
+        "config": run.cfg.to_dict(),
         "world": world.summary(),
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "accuracies": accuracies,
@@ -130,7 +132,7 @@ def _headline(
 
 
 def headline(
-    model: HookedCLIP,
+    run: Run,
     *,
     ablations: dict[str, Ablation] | None = None,
     ablation_splits: Sequence[str] = ABLATION_SPLITS,
@@ -149,7 +151,7 @@ def headline(
       ``"ablation_skipped"`` the names left out. The ablated numbers are what
       `circuits.ablate.evaluate_ablation` gives, restricted to ``ablation_splits``.
     """
-    return _headline(model, ablations, ablation_splits, split)
+    return _headline(run, ablations, ablation_splits, split)
 
 
 def headline_tables(numbers: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -168,23 +170,18 @@ def headline_tables(numbers: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 GRADIENT_TERMS = ("EP", "PP", "BP", "EE", "PE")
 
 
-def spread_and_gradients(
-    model: HookedCLIP, split: str = "unseen_pair"
-) -> tuple[dict[str, list[float]], dict[str, Gradient]]:
-    """`circuits.stats.term_spread` (default terms) and `term_gradient` (those of
-    `GRADIENT_TERMS` the vision encoder has) from one decomposition of ``split``: the same
-    numbers as calling both, at half the cost."""
-    grad_terms = tuple(t for t in GRADIENT_TERMS if t in model.vision.term_names(0))
-    return stats.spread_and_gradients(model, "vision", split, 0, gradient_terms=grad_terms or None)
+def report_gradient_terms(model: HookedCLIP) -> tuple[str, ...] | None:
+    """Those of `GRADIENT_TERMS` the vision encoder's first layer has (None: its default terms)."""
+    return tuple(t for t in GRADIENT_TERMS if t in model.vision.term_names(0)) or None
 
 
-def example_images(model: HookedCLIP) -> dict[str, Int[Tensor, " seq"]]:
+def example_images(world: World) -> dict[str, Int[Tensor, " seq"]]:
     """One two-object image per split ``"unseen_pair"`` / ``"seen_pair"`` (where not empty):
     the middle one, among the images whose left label is the smaller, of its split. `viz.swap_objects`
     gives the same pair with the positions swapped (Fig. 4b)."""
     out = {}
     for split in ("unseen_pair", "seen_pair"):
-        data = model.world[split]
+        data = world[split]
         if len(data) == 0:
             continue
         ascending = (data.objects[:, 0] < data.objects[:, 1]).nonzero()[:, 0]
@@ -247,22 +244,21 @@ class _Page:
 
 
 def build_report(
-    model: HookedCLIP,
-    history: list[dict] | PathLike | None = None,
+    run: Run,
     *,
     title: str | None = None,
     headline: dict[str, Any] | None = None,
 ) -> str:
-    """The report as one HTML document (see the module docstring), with plotly.js inlined once.
-
-    ``history``: `TrainResult.history`, a ``metrics.jsonl`` path or a checkpoint directory (the
-    training-curve section appears only with it). ``headline``: a precomputed `headline` of this
-    model, to reuse numbers already shown elsewhere; computed here otherwise.
+    """The report of ``run`` as one HTML document (see the module docstring), with plotly.js
+    inlined once. The training-curve section appears when the run has a metrics history.
+    ``headline``: a precomputed `headline` of this run, to reuse numbers already shown
+    elsewhere; computed here otherwise.
     """
-    numbers = headline if headline is not None else _headline(model)
-    world = model.world
+    numbers = headline if headline is not None else _headline(run)
+    model, world = run.model, run.task
+    history = run.history or None
     vision_terms = model.vision.term_names(0)
-    title = title or f"circuits report: {world.cfg.n_labels} labels, {model.cfg.model.vision.n_layers}-layer vision encoder"
+    title = title or f"circuits report: {world.cfg.n_labels} labels, {run.cfg.model.vision.n_layers}-layer vision encoder"
     page = _Page()
     page.add(f"<h1>{html.escape(title)}</h1>")
     page.add('<p class="note">Left-right symmetry breaking in a toy CLIP (arXiv 2601.12809); figure numbers refer to'
@@ -296,7 +292,7 @@ def build_report(
         page.section("training", "Accuracy of every split and the training loss during training (Fig. 11).")
         page.figure(viz.training_curves(history))
 
-    examples = example_images(model)
+    examples = example_images(world)
     for split, key in (("unseen_pair", "unseen_example"), ("seen_pair", "seen_example")):
         if split not in examples:
             continue
@@ -304,9 +300,9 @@ def build_report(
         page.section(key, f"The image {html.escape(world.image_text(image))!s} and the same labels with their"
                           " positions swapped (Fig. 4b); then every pre-softmax score term of the first, with the"
                           " CLS row outlined (Fig. 5a, 12, 14), and the CLS row of the terms (Fig. 5b).")
-        page.figure(viz.attention_patterns(model, image, swap=True))
-        page.figure(viz.term_grid(model, image))
-        page.figure(viz.term_profiles(model, image))
+        page.figure(viz.attention_patterns(model, world, image, swap=True))
+        page.figure(viz.term_grid(model, world, image))
+        page.figure(viz.term_profiles(model, world, image))
 
     bias = HeadBias(**numbers["head_bias"])
     page.section("bias", "Fraction of two-object images on which each head's CLS query attends more to the left"
@@ -330,7 +326,8 @@ def build_report(
     page.add(html_table(tables["ablation"]))
     page.figure(viz.ablation_bars(numbers["ablation"]))
 
-    spread, gradients = spread_and_gradients(model)
+    spread, gradients = stats.spread_and_gradients(model, world.probe("unseen_pair"),
+                                                   gradient_terms=report_gradient_terms(model))
     page.section("spread", "Standard deviation of each term along the CLS row relative to that of the full"
                            " scores, mean over unseen-pair images (App. E, Fig. 13).")
     page.figure(viz.term_spread_bars(spread))
@@ -340,13 +337,13 @@ def build_report(
     page.figure(viz.term_gradient_figure(gradients))
 
     page.section("similarity", "Cosine similarity of unseen-pair images with the unseen-pair captions (Fig. 3 right).")
-    page.figure(viz.similarity_heatmap(model, "unseen_pair", max_images=120))
+    page.figure(viz.similarity_heatmap(model, world, "unseen_pair", max_images=120))
 
     page.section("text", "EOT attention over the words of the unseen-pair captions, mean and std (Fig. 6),"
                          " and how often each head attends more to the first- or second-mentioned label (Fig. 6b).")
-    page.figure(viz.text_attention(model))
+    page.figure(viz.text_attention(model, world))
     try:
-        page.figure(viz.bias_bars(head_bias(model, "text", "unseen_pair")))
+        page.figure(viz.bias_bars(head_bias(model, world.probe("unseen_pair", "text"))))
     except CircuitsError as e:  # e.g. a world without two-object captions
         page.add(f'<p class="note">{html.escape(str(e))}</p>')
 
@@ -365,9 +362,8 @@ def _document(title: str, page: _Page) -> str:
 
 
 def write_report(
-    model: HookedCLIP,
+    run: Run,
     path: PathLike,
-    history: list[dict] | PathLike | None = None,
     *,
     force: bool = False,
     title: str | None = None,
@@ -377,7 +373,7 @@ def write_report(
     then renamed into place) and return the path. An existing file is only replaced with
     ``force``; otherwise `ReportError`, and nothing is written."""
     _check_free(path, force)
-    return _write_html(build_report(model, history, title=title, headline=headline), path, force)
+    return _write_html(build_report(run, title=title, headline=headline), path, force)
 
 
 def figures_html(figures: Sequence[go.Figure], title: str) -> str:

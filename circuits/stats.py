@@ -1,8 +1,9 @@
 """Head statistics on the pooled query's attention row (Sec. 4-6; App. E, F, G).
 
-For two-object inputs, "first" is the left object of an image (vision) or the first-mentioned
-object of a caption (text: subject at word position 0, object at position 2); "second" the
-other. All statistics are per head.
+Every statistic takes a model (a CLIP pair or a bare encoder) and a `circuits.tasks.Probe`:
+two-object inputs with their "first" and "second" object positions (for the CLIP worlds,
+``task.probe(split, encoder)``: the left / right object of an image, the subject / object of a
+caption). All statistics are per head, on the probe's query row (default: the pooled one).
 
 * `head_bias` (Fig. 4c, App. G, Fig. 6): how often the pooled query attends more to the first
   or the second object, and which key gets its maximal attention; plus the relational /
@@ -13,14 +14,18 @@ other. All statistics are per head.
   a number: Spearman rank correlation with the key column, and the least-squares slope.
 
 Relational vs label-specific (the paper's inequality was lost in extraction). On the pooled row
-of a first layer without LayerNorm, the difference of the scores at the two objects is
+of a first layer, the difference of the scores at the two objects is
 exactly ``D = D_pos + D_tok``, with ``D_pos`` the difference of the terms whose key source is
 P (``EP+PP+BP``: the key-position part, the identifiable combination since E[CLS] and P[0]
 always meet at the query) and ``D_tok`` that of the terms whose key source is E (``EE+PE+BE``).
 An (input, head) is *relational* when ``|D_pos| > |D_tok|``: the position part alone decides
 which object gets more attention, whatever the labels, so its direction is ``sign(D_pos)``
 (toward the second object if positive). Otherwise it is *label-specific*. ``D = right - left``
-as in Fig. 5c. `head_bias` accepts other term groups, e.g. the paper's EP vs EE.
+as in Fig. 5c. `head_bias` accepts other term groups, e.g. the paper's EP vs EE. The identity
+holds at layer 0 (with LayerNorm too: the N and B key sources are the same at every key and
+cancel in D); at a later layer the keys also carry what earlier layers wrote (source H), so
+the split is not exact there and `head_bias` leaves it out (``relational_*`` None, with the
+reason in ``relational_note``).
 """
 
 from __future__ import annotations
@@ -31,48 +36,26 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuits.decompose import PooledRow, check_layer, combine, get_encoder, pooled_row_terms
+from circuits.decompose import PooledRow, check_layer, decompose, get_encoder, pooled_row
 from circuits.errors import CircuitsError
-from circuits.models import HookedCLIP
+from circuits.models import HookedCLIP, HookedEncoder
+from circuits.tasks import Probe
 
-
-@dataclass
-class TwoObjectInputs:
-    """Inputs with two objects and where they sit (first = left / subject)."""
-
-    encoder: str
-    tokens: Int[Tensor, "n pos"]
-    first: Int[Tensor, " n"]  # key position of the first object
-    second: Int[Tensor, " n"]
-    columns: Int[Tensor, " pos"]  # horizontal coordinate of each key position (-1: not a pixel / word)
-
-
-def two_object_inputs(model: HookedCLIP, encoder: str = "vision", split: str = "unseen_pair") -> TwoObjectInputs:
-    """The two-object images of ``split`` (vision) or the distinct two-object captions of its
-    images (text)."""
-    world = model.world
-    data = world[split]
-    if data.objects.shape[1] < 2 or bool((data.objects[:, 1] < 0).any()):
-        raise CircuitsError(f"split {split!r} does not hold two-object images; use seen_pair, unseen_pair or train_pair")
-    get_encoder(model, encoder)
-    if encoder == "vision":
-        n_px = world.cfg.n_pixels
-        columns = torch.cat([torch.tensor([-1]), torch.arange(n_px) % world.cfg.width])
-        return TwoObjectInputs("vision", data.images, data.positions[:, 0] + 1, data.positions[:, 1] + 1, columns)
-    ids = torch.unique(data.true_captions[data.true_captions >= 0])
-    captions = world.captions[ids]
-    n = len(ids)
-    columns = torch.tensor([0, 1, 2, -1])  # words X, relation, Y; [EOT] is the query
-    return TwoObjectInputs("text", captions, torch.zeros(n, dtype=torch.long), torch.full((n,), 2), columns)
+Model = HookedCLIP | HookedEncoder
 
 
 def _at(row: Float[Tensor, "n head k"], pos: Int[Tensor, " n"]) -> Float[Tensor, "n head"]:
     return row.gather(2, pos.to(row.device)[:, None, None].expand(-1, row.shape[1], 1))[..., 0]
 
 
+def key_source(term: str) -> str:
+    """The key source of a term name (``"EP"`` -> ``"P"``)."""
+    return term[1]
+
+
 def key_source_group(terms: list[str] | dict, key: str) -> str:
     """``"EP+PP+BP"``: every term whose key source is ``key``."""
-    names = [t for t in terms if t[1] == key]
+    names = [t for t in terms if key_source(t) == key]
     if not names:
         raise CircuitsError(f"no term has key source {key!r} (terms: {', '.join(terms)})")
     return "+".join(names)
@@ -86,6 +69,7 @@ class HeadBias:
     layer: int
     split: str
     n_inputs: int
+    names: tuple[str, str]  # what the first and second object are called ("left", "right")
     first: list[float]  # attention on the first (left) object > on the second
     second: list[float]
     argmax_first: list[float]  # the maximal attention of the row falls on the first object
@@ -96,6 +80,7 @@ class HeadBias:
     label_specific: list[float | None]
     position_terms: str = ""  # "" when no term has key source P (rotary / no positional embedding)
     token_terms: str = ""
+    relational_note: str = ""  # why the relational fields are None, when they are
 
     @property
     def relational(self) -> list[float | None]:
@@ -108,9 +93,8 @@ class HeadBias:
 
 
 def head_bias(
-    model: HookedCLIP,
-    encoder: str = "vision",
-    split: str = "unseen_pair",
+    model: Model,
+    probe: Probe,
     layer: int = 0,
     position_terms: str | None = None,
     token_terms: str | None = None,
@@ -118,41 +102,47 @@ def head_bias(
     """Left/right (first/second) attention bias and relational / label-specific split per head.
 
     ``position_terms`` / ``token_terms`` default to every term with key source P / E; without
-    P terms (rotary or no positional embedding) the relational fields are None.
+    P terms (rotary or no positional embedding), or past layer 0 (see the module docstring), the
+    relational fields are None and ``relational_note`` says why.
     """
-    inputs = two_object_inputs(model, encoder, split)
-    enc = get_encoder(model, encoder)
-    layer = check_layer(enc, layer)
-    row = pooled_row_terms(enc, inputs.tokens, layer=layer)
-    if position_terms is None:  # "" for rotary / no positional embedding: the relational split is undefined
-        position_terms = key_source_group(row.terms, "P") if any(t[1] == "P" for t in row.terms) else ""
-    token_terms = token_terms or key_source_group(row.terms, "E")
+    layer, row = _pooled_row(model, probe, layer)
+    note = ""
+    if any(key_source(t) == "H" for t in row.terms):
+        note = f"layer {layer} keys carry earlier layers' output (source H): the split D = D_pos + D_tok is exact at layer 0 only"
+    elif not any(key_source(t) == "P" for t in row.terms):
+        note = "no term has key source P (rotary or no positional embedding): no position part to split off"
+    if position_terms is None:
+        position_terms = "" if note else key_source_group(row.terms, "P")
+    if token_terms is None:
+        token_terms = "" if note else key_source_group(row.terms, "E")
 
-    att_first, att_second = _at(row.pattern, inputs.first), _at(row.pattern, inputs.second)
+    att_first, att_second = _at(row.pattern, probe.first), _at(row.pattern, probe.second)
     argmax = row.pattern.argmax(-1)  # [n, head]
-    is_first = argmax == inputs.first.to(argmax.device)[:, None]
-    is_second = argmax == inputs.second.to(argmax.device)[:, None]
+    is_first = argmax == probe.first.to(argmax.device)[:, None]
+    is_second = argmax == probe.second.to(argmax.device)[:, None]
 
     def frac(mask: Tensor) -> list[float]:
         return mask.float().mean(0).tolist()
 
     return HeadBias(
-        encoder=encoder,
+        encoder=probe.encoder,
         layer=layer,
-        split=split,
-        n_inputs=len(inputs.tokens),
+        split=probe.split,
+        n_inputs=len(probe),
+        names=probe.names,
         first=frac(att_first > att_second),
         second=frac(att_second > att_first),
         argmax_first=frac(is_first),
         argmax_second=frac(is_second),
         argmax_other=frac(~is_first & ~is_second),
-        **_relational_split(row, inputs, position_terms, token_terms),
+        **_relational_split(row, probe, position_terms, token_terms),
         position_terms=position_terms,
         token_terms=token_terms,
+        relational_note=note if not position_terms else "",
     )
 
 
-def _relational_split(row: PooledRow, inputs: TwoObjectInputs, position_terms: str, token_terms: str) -> dict:
+def _relational_split(row: PooledRow, probe: Probe, position_terms: str, token_terms: str) -> dict:
     """Fractions of relational (toward first / second) and label-specific (input, head)s; None without P terms."""
     if not position_terms:
         none = [None] * row.scores.shape[1]
@@ -160,7 +150,7 @@ def _relational_split(row: PooledRow, inputs: TwoObjectInputs, position_terms: s
 
     def delta(expression: str) -> Tensor:
         combined = row.combine(expression)
-        return _at(combined, inputs.second) - _at(combined, inputs.first)
+        return _at(combined, probe.second) - _at(combined, probe.first)
 
     d_pos = delta(position_terms)
     relational = d_pos.abs() > delta(token_terms).abs()
@@ -175,9 +165,12 @@ def _valid_keys(row: PooledRow) -> Tensor:
     return torch.isfinite(row.scores)  # [n, head, k]: unmasked keys
 
 
-def _inputs_and_row(model: HookedCLIP, encoder: str, split: str, layer: int) -> tuple[TwoObjectInputs, PooledRow]:
-    inputs = two_object_inputs(model, encoder, split)
-    return inputs, pooled_row_terms(get_encoder(model, encoder), inputs.tokens, layer=layer)
+def _pooled_row(model: Model, probe: Probe, layer: int) -> tuple[int, PooledRow]:
+    """(layer, the probe's query row of every term of that layer)."""
+    enc = get_encoder(model, probe.encoder)
+    layer = check_layer(enc, layer)
+    query = enc.pool_index if probe.query is None else probe.query
+    return layer, pooled_row(decompose(enc, probe.tokens, layer=layer), query)
 
 
 def default_terms(terms: list[str] | dict) -> list[str]:
@@ -192,16 +185,12 @@ def default_terms(terms: list[str] | dict) -> list[str]:
 
 
 def term_spread(
-    model: HookedCLIP,
-    encoder: str = "vision",
-    split: str = "unseen_pair",
-    layer: int = 0,
-    terms: tuple[str, ...] | None = None,
+    model: Model, probe: Probe, layer: int = 0, terms: tuple[str, ...] | None = None
 ) -> dict[str, list[float]]:
     """Per term (default: `default_terms`), per head: mean over inputs of the term's standard
     deviation across the unmasked keys of the pooled row, divided by the mean standard
     deviation of the full scores (App. E, Fig. 13)."""
-    _, row = _inputs_and_row(model, encoder, split, layer)
+    _, row = _pooled_row(model, probe, layer)
     return _spread(row, terms or default_terms(row.terms))
 
 
@@ -229,21 +218,17 @@ class Gradient:
 
 
 def term_gradient(
-    model: HookedCLIP,
-    encoder: str = "vision",
-    split: str = "unseen_pair",
-    layer: int = 0,
-    terms: tuple[str, ...] | None = None,
+    model: Model, probe: Probe, layer: int = 0, terms: tuple[str, ...] | None = None
 ) -> dict[str, Gradient]:
     """Monotonicity and slope of each term (default: `default_terms`) along the key columns of
-    the pooled row (pixels for vision, words X / relation / Y for text)."""
-    inputs, row = _inputs_and_row(model, encoder, split, layer)
-    return _gradients(inputs, row, terms or default_terms(row.terms))
+    the probe's query row (pixel columns for vision, words X / relation / Y for text)."""
+    _, row = _pooled_row(model, probe, layer)
+    return _gradients(probe, row, terms or default_terms(row.terms))
 
 
-def _gradients(inputs: TwoObjectInputs, row: PooledRow, names: list[str] | tuple[str, ...]) -> dict[str, Gradient]:
-    keys = (inputs.columns >= 0).nonzero()[:, 0]
-    x = inputs.columns[keys].float()
+def _gradients(probe: Probe, row: PooledRow, names: list[str] | tuple[str, ...]) -> dict[str, Gradient]:
+    keys = (probe.columns >= 0).nonzero()[:, 0]
+    x = probe.columns[keys].float()
     out = {}
     for name in names:
         y = row.combine(name)[:, :, keys.to(row.scores.device)].cpu()  # [n, head, keys]
@@ -256,25 +241,22 @@ def _gradients(inputs: TwoObjectInputs, row: PooledRow, names: list[str] | tuple
 
 
 def spread_and_gradients(
-    model: HookedCLIP,
-    encoder: str = "vision",
-    split: str = "unseen_pair",
+    model: Model,
+    probe: Probe,
     layer: int = 0,
     spread_terms: tuple[str, ...] | None = None,
     gradient_terms: tuple[str, ...] | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, Gradient]]:
     """`term_spread` and `term_gradient` from one decomposition (the same numbers, half the cost)."""
-    inputs, row = _inputs_and_row(model, encoder, split, layer)
+    _, row = _pooled_row(model, probe, layer)
     default = default_terms(row.terms)
-    return _spread(row, spread_terms or default), _gradients(inputs, row, gradient_terms or default)
+    return _spread(row, spread_terms or default), _gradients(probe, row, gradient_terms or default)
 
 
-def term_summary(
-    model: HookedCLIP, encoder: str = "vision", split: str = "unseen_pair", layer: int = 0
-) -> list[dict]:
+def term_summary(model: Model, probe: Probe, layer: int = 0) -> list[dict]:
     """One row per (head, term): share of the row's spread, monotonicity and slope (the table
     of ``lenscli decompose``), for every term and the key-position groups."""
-    spread, grads = spread_and_gradients(model, encoder, split, layer)
+    spread, grads = spread_and_gradients(model, probe, layer)
     names, n_heads = list(spread), len(next(iter(spread.values())))
     return [
         {"head": h, "term": name, "share": spread[name][h], "monotonicity": grads[name].monotonicity[h],
@@ -335,39 +317,27 @@ class InputProfile:
         }
 
 
-def key_labels(model: HookedCLIP, tokens: Int[Tensor, " pos"], encoder: str = "vision") -> list[str]:
-    """Names of the key positions of one input: ``CLS, p0, p1, ...`` (pixel index) or the words."""
-    world = model.world
-    if encoder == "vision":
-        return ["CLS"] + [f"p{i}" for i in range(len(tokens) - 1)]
-    return [world.vocab.text_token_str(int(t)) for t in tokens]
-
-
 def input_profile(
-    model: HookedCLIP,
+    model: Model,
     tokens: Int[Tensor, "1 pos"] | Int[Tensor, " pos"],
     encoder: str = "vision",
     layer: int = 0,
     terms: tuple[str, ...] | None = None,
+    keys: list[str] | None = None,
 ) -> InputProfile:
-    """The pooled row of every term (default: `default_terms`) for one input, as plain lists."""
+    """The pooled row of every term (default: `default_terms`) for one input, as plain lists;
+    ``keys`` names the positions (default ``p0, p1, ...``; a task's ``position_labels``)."""
     tokens = tokens.reshape(1, -1)
     enc = get_encoder(model, encoder)
     layer = check_layer(enc, layer)
-    row = pooled_row_terms(enc, tokens, layer=layer)
+    row = pooled_row(decompose(enc, tokens, layer=layer), enc.pool_index)
     names = terms or default_terms(row.terms)
     return InputProfile(
         encoder=encoder,
         layer=layer,
         tokens=tokens[0].tolist(),
-        keys=key_labels(model, tokens[0], encoder),
+        keys=keys or [f"p{i}" for i in range(tokens.shape[1])],
         terms={name: row.combine(name)[0].tolist() for name in names},
         scores=row.scores[0].tolist(),
         pattern=row.pattern[0].tolist(),
     )
-
-
-def example_input(model: HookedCLIP, encoder: str = "vision", split: str = "unseen_pair", index: int = 0) -> Int[Tensor, "1 pos"]:
-    """One two-object input of ``split``: its ``index``-th image (vision) or caption (text)."""
-    tokens = two_object_inputs(model, encoder, split).tokens
-    return tokens[index % len(tokens)][None]

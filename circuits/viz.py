@@ -22,12 +22,12 @@ scale (``"RdBu_r"``) centred at zero (``zmid=0``); attention probabilities a seq
 
 Helpers: `head_names`, `position_labels`, `swap_objects` (a label pair and its position swap),
 `ablation_results` / `ablation_name` (normalise `evaluate_ablation` outputs), `read_history`.
+Figures that label inputs take the task (`circuits.tasks.Task`) the inputs come from.
 `circuits.report` assembles these figures into one self-contained HTML file.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from contextlib import contextmanager
@@ -42,10 +42,12 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from circuits.ablate import Ablation
+from circuits.data import World
 from circuits.decompose import check_layer, decompose, get_encoder, pooled_row_terms
 from circuits.errors import CircuitsError
 from circuits.models import HookedCLIP, HookedEncoder
 from circuits.stats import Gradient, HeadBias
+from circuits.tasks import Task
 
 DIVERGING = "RdBu_r"
 SEQUENTIAL = "Blues"
@@ -69,43 +71,45 @@ def _unique(labels: list[str]) -> list[str]:
     return out
 
 
-def position_labels(model: HookedCLIP, tokens: Tensor, encoder: str = "vision") -> list[str]:
-    """Axis labels of one input: ``"CLS"``, ``"pixel:value"`` (vision) or the words (text)."""
-    vocab = model.world.vocab
-    if encoder == "vision":
+def position_labels(task: Task, tokens: Tensor, encoder: str = "vision") -> list[str]:
+    """Axis labels of one input: ``"CLS"``, ``"pixel:value"`` (a world's images) or the task's
+    `position_labels` (a caption's words), made distinct."""
+    if isinstance(task, World) and encoder == "vision":
         return ["CLS" if i == 0 else f"{i - 1}:{int(t)}" for i, t in enumerate(tokens)]
-    return _unique([vocab.text_token_str(int(t)) for t in tokens])
+    return _unique(task.position_labels(tokens, encoder))
 
 
-def input_text(model: HookedCLIP, tokens: Tensor, encoder: str = "vision") -> str:
-    """An image as its pixel values, or a caption as its text."""
+def input_text(task: Task, tokens: Tensor, encoder: str = "vision") -> str:
+    """An image as its pixel values, or a caption as its text (other tasks: the token ids)."""
+    if not isinstance(task, World):
+        return " ".join(str(int(t)) for t in tokens)
     if encoder == "vision":
-        return model.world.image_text(tokens)
-    return model.world.caption_text(tokens.cpu())
+        return task.image_text(tokens)
+    return task.caption_text(tokens.cpu())
 
 
 def as_tokens(
-    model: HookedCLIP, inputs: Int[Tensor, "n seq"] | Int[Tensor, " seq"] | str | Sequence[str], encoder: str = "vision"
+    task: Task, inputs: Int[Tensor, "n seq"] | Int[Tensor, " seq"] | str | Sequence[str], encoder: str = "vision"
 ) -> Int[Tensor, "n seq"]:
     """A [n, seq] token tensor from a tensor (1-D or 2-D) or image strings like ``"0 17 0 19"``."""
     if isinstance(inputs, str):
         inputs = [inputs]
     if not isinstance(inputs, Tensor):
-        if encoder != "vision":
-            raise CircuitsError("captions must be given as a token tensor")
-        inputs = torch.cat([model.world.parse_image(text) for text in inputs])
+        if encoder != "vision" or not isinstance(task, World):
+            raise CircuitsError("inputs other than a world's images must be given as a token tensor")
+        inputs = torch.cat([task.parse_image(text) for text in inputs])
     return (inputs[None] if inputs.ndim == 1 else inputs).cpu()
 
 
-def swap_objects(model: HookedCLIP, image: Int[Tensor, " seq"] | str) -> Int[Tensor, "2 seq"]:
+def swap_objects(world: World, image: Int[Tensor, " seq"] | str) -> Int[Tensor, "2 seq"]:
     """``[image, mirror]``: a two-object image and the same label pair with the two objects'
     positions swapped (the pair of inputs of Fig. 4b, e.g. 17 left of 19 and 19 left of 17)."""
-    tokens = as_tokens(model, image)[0]
-    cls = model.world.vocab.cls
+    tokens = as_tokens(world, image)[0]
+    cls = world.vocab.cls
     pixels = ((tokens != 0) & (tokens != cls)).nonzero()[:, 0]
     if len(pixels) != 2:
         raise CircuitsError(f"swapping needs an image with exactly two objects;"
-                            f" {model.world.image_text(tokens)!r} has {len(pixels)}")
+                            f" {world.image_text(tokens)!r} has {len(pixels)}")
     mirror = tokens.clone()
     mirror[pixels] = tokens[pixels.flip(0)]
     return torch.stack([tokens, mirror])
@@ -133,7 +137,8 @@ def _finish(fig: go.Figure, title: str, height: int, width: int | None = None) -
 
 # ------------------------------------------------------------------------------ figures
 def attention_patterns(
-    model: HookedCLIP,
+    model: HookedCLIP | HookedEncoder,
+    task: Task,
     images: Int[Tensor, "n seq"] | Int[Tensor, " seq"] | str | Sequence[str],
     encoder: str = "vision",
     layer: int = 0,
@@ -146,9 +151,9 @@ def attention_patterns(
     Fig. 4b. Trace ``i * n_heads + h`` holds input i, head h; the y axis (query) runs downward."""
     enc = get_encoder(model, encoder)
     layer = check_layer(enc, layer)
-    tokens = as_tokens(model, images, encoder)
+    tokens = as_tokens(task, images, encoder)
     if swap:
-        tokens = torch.cat([swap_objects(model, t) for t in tokens])
+        tokens = torch.cat([swap_objects(task, t) for t in tokens])
     name = f"blocks.{layer}.attn.hook_pattern"
     with _eval(enc):
         _, cache = enc.run_with_cache(tokens.to(next(enc.parameters()).device), names_filter=name)
@@ -158,16 +163,16 @@ def attention_patterns(
                         horizontal_spacing=0.04, vertical_spacing=0.12 / max(n, 1))
     traces, rows, cols = [], [], []
     for i in range(n):
-        labels = position_labels(model, tokens[i], encoder)
+        labels = position_labels(task, tokens[i], encoder)
         for h in range(n_heads):
             traces.append(go.Heatmap(z=_np(pattern[i, h]), x=labels, y=labels, coloraxis="coloraxis",
-                                     name=f"{input_text(model, tokens[i], encoder)}, H{h}",
+                                     name=f"{input_text(task, tokens[i], encoder)}, H{h}",
                                      hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>"))
             rows.append(i + 1)
             cols.append(h + 1)
     fig.add_traces(traces, rows=rows, cols=cols)
     for i in range(n):
-        fig.update_yaxes(title_text=f"{input_text(model, tokens[i], encoder)}<br>query", row=i + 1, col=1)
+        fig.update_yaxes(title_text=f"{input_text(task, tokens[i], encoder)}<br>query", row=i + 1, col=1)
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category")
     fig.update_xaxes(title_text="key", row=n)
@@ -176,7 +181,8 @@ def attention_patterns(
 
 
 def term_grid(
-    model: HookedCLIP,
+    model: HookedCLIP | HookedEncoder,
+    task: Task,
     image: Int[Tensor, " seq"] | Int[Tensor, "1 seq"] | str,
     encoder: str = "vision",
     layer: int = 0,
@@ -187,13 +193,13 @@ def term_grid(
     corner); the pooled query's row (the only one that reaches a 1-layer encoder's output) is
     outlined (Fig. 5a, 12, 14). Keys the causal text encoder masks are blank."""
     enc = get_encoder(model, encoder)
-    tokens = as_tokens(model, image, encoder)[:1]
+    tokens = as_tokens(task, image, encoder)[:1]
     d = decompose(enc, tokens, layer=layer)
     terms = list(terms) if terms is not None else enc.term_names(d.layer)
     masked = ~torch.isfinite(d.scores[0]).cpu()  # causal mask of the text encoder
     values = {t: d.combine(t)[0].cpu().masked_fill(masked, float("nan")) for t in terms}
     n_heads, seq = d.scores.shape[1], d.scores.shape[-1]
-    labels = position_labels(model, tokens[0], encoder)
+    labels = position_labels(task, tokens[0], encoder)
     q = enc.pool_index % seq
     n_cols = len(terms)
     fig = make_subplots(rows=n_heads, cols=n_cols, row_titles=head_names(n_heads), subplot_titles=terms,
@@ -219,7 +225,7 @@ def term_grid(
     fig.update_yaxes(showticklabels=True, title_text="query", col=1)
     fig.update_xaxes(type="category")
     fig.update_xaxes(title_text="key", row=n_heads)
-    title = (f"Attention-score terms of {input_text(model, tokens[0], encoder)!r}, {encoder} layer {d.layer};"
+    title = (f"Attention-score terms of {input_text(task, tokens[0], encoder)!r}, {encoder} layer {d.layer};"
              f" outlined: the {'CLS' if encoder == 'vision' else 'EOT'} row (Fig. 5a, 12, 14)")
     return _finish(fig, title, 190 * n_heads + 140, max(900, 150 * len(terms) + 150))
 
@@ -235,7 +241,8 @@ def _absmax(x: Tensor) -> float:
 
 
 def term_profiles(
-    model: HookedCLIP,
+    model: HookedCLIP | HookedEncoder,
+    task: Task,
     image: Int[Tensor, " seq"] | Int[Tensor, "1 seq"] | str,
     encoder: str = "vision",
     layer: int = 0,
@@ -245,13 +252,13 @@ def term_profiles(
     (Fig. 5b). Terms the model lacks are dropped from the default set."""
     enc = get_encoder(model, encoder)
     layer = check_layer(enc, layer)
-    tokens = as_tokens(model, image, encoder)[:1]
+    tokens = as_tokens(task, image, encoder)[:1]
     row = pooled_row_terms(enc, tokens, layer=layer)
     if terms == ("EE", "EP", "PE", "PP"):
         terms = [t for t in terms if t in row.terms] or list(row.terms)
     terms = list(terms) if terms is not None else list(row.terms)
     n_heads = row.scores.shape[1]
-    labels = position_labels(model, tokens[0], encoder)
+    labels = position_labels(task, tokens[0], encoder)
     fig = make_subplots(rows=1, cols=n_heads, subplot_titles=head_names(n_heads), shared_yaxes=True,
                         horizontal_spacing=0.03)
     for j, t in enumerate(terms):
@@ -262,7 +269,7 @@ def term_profiles(
     fig.add_hline(y=0, line=dict(color="grey", width=1))
     fig.update_xaxes(title_text="key position", type="category")
     fig.update_yaxes(title_text=f"{'CLS' if encoder == 'vision' else 'EOT'}-row logit term", col=1)
-    title = f"Pooled-row term profiles of {input_text(model, tokens[0], encoder)!r}, {encoder} layer {layer} (Fig. 5b)"
+    title = f"Pooled-row term profiles of {input_text(task, tokens[0], encoder)!r}, {encoder} layer {layer} (Fig. 5b)"
     return _finish(fig, title, 420)
 
 
@@ -371,19 +378,19 @@ def ablation_bars(
     return _finish(fig, "Accuracy after zero-ablating attention-score terms (Fig. 5e, 16, 17)", 420)
 
 
-def similarity_heatmap(model: HookedCLIP, split: str = "unseen_pair", max_images: int = 200) -> go.Figure:
+def similarity_heatmap(model: HookedCLIP, world: World, split: str = "unseen_pair", max_images: int = 200) -> go.Figure:
     """Cosine similarity of images of ``split`` (at most ``max_images``, evenly spaced) with the
     captions true of some image of the split, in caption order (Fig. 3 right)."""
     from circuits.evaluate import similarity_matrix
 
-    data = model.world[split]
+    data = world[split]
     index = torch.linspace(0, len(data) - 1, min(max_images, len(data))).round().long().unique()
     images = data.subset(index)
     ids = torch.unique(data.true_captions[data.true_captions >= 0])
-    sim = similarity_matrix(model, images).cpu()[:, ids]
+    sim = similarity_matrix(model, world, images).cpu()[:, ids]
     fig = go.Figure(go.Heatmap(
-        z=_np(sim), x=[model.world.caption_text(int(c)) for c in ids],
-        y=[model.world.image_text(im) for im in images.images],
+        z=_np(sim), x=[world.caption_text(int(c)) for c in ids],
+        y=[world.image_text(im) for im in images.images],
         colorscale=DIVERGING, zmid=0.0, colorbar=dict(title="cosine"),
         hovertemplate="image %{y}<br>caption %{x}<br>cosine %{z:.3f}<extra></extra>"))
     fig.update_layout(xaxis=dict(title="caption", tickfont=dict(size=9)),
@@ -393,20 +400,13 @@ def similarity_heatmap(model: HookedCLIP, split: str = "unseen_pair", max_images
 
 
 def read_history(history: list[dict] | str | os.PathLike) -> list[dict]:
-    """A list of metric rows, or read from a ``metrics.jsonl`` file (or checkpoint directory)."""
+    """A list of metric rows as given, or `circuits.checkpoint.read_metrics` of a checkpoint
+    directory or ``metrics.jsonl`` file."""
     if not isinstance(history, (str, os.PathLike)):
         return list(history)
-    path = Path(history)
-    if path.is_dir():
-        path = path / "metrics.jsonl"
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise CircuitsError(f"cannot read metrics file {path}: {e.strerror}") from None
-    try:
-        return [json.loads(line) for line in lines if line.strip()]
-    except json.JSONDecodeError as e:
-        raise CircuitsError(f"{path} is not JSON lines: {e}") from None
+    from circuits.checkpoint import read_metrics
+
+    return read_metrics(history)
 
 
 def training_curves(history: list[dict] | str | os.PathLike) -> go.Figure:
@@ -443,11 +443,10 @@ def term_spread_bars(spread: dict[str, list[float]]) -> go.Figure:
 
 
 def text_attention(
-    model: HookedCLIP, captions: Int[Tensor, "n 4"] | Int[Tensor, " n"] | Sequence[int] | None = None, layer: int = 0
+    model: HookedCLIP, world: World, captions: Int[Tensor, "n 4"] | Int[Tensor, " n"] | Sequence[int] | None = None, layer: int = 0
 ) -> go.Figure:
     """[EOT]-row attention over the word positions per head, mean +- std over ``captions``
     (token tensor or caption ids; default: the left captions of the unseen pairs) (Fig. 6)."""
-    world = model.world
     if captions is None:
         captions = torch.unique(world["unseen_pair"].captions)
     tokens = captions if isinstance(captions, Tensor) and captions.ndim == 2 else world.captions[torch.as_tensor(captions)]
@@ -458,7 +457,7 @@ def text_attention(
         _, cache = enc.run_with_cache(tokens.to(model.device), names_filter=name)
     eot = cache[name][:, :, enc.pool_index % tokens.shape[1], :].cpu()  # [n, head, k]
     mean, std = eot.mean(0), eot.std(0, correction=0)
-    labels = word_labels(model, tokens)
+    labels = word_labels(world, tokens)
     n_heads = eot.shape[1]
     fig = make_subplots(rows=1, cols=n_heads, subplot_titles=head_names(n_heads), shared_yaxes=True)
     for h in range(n_heads):
@@ -469,15 +468,15 @@ def text_attention(
     return _finish(fig, f"Text encoder layer {layer}: EOT attention over the words of {len(tokens)} captions (Fig. 6)", 420)
 
 
-def word_labels(model: HookedCLIP, tokens: Int[Tensor, "n seq"]) -> list[str]:
+def word_labels(world: World, tokens: Int[Tensor, "n seq"]) -> list[str]:
     """``"0: X"``, ``"1: is on the left of"``, ...: the word shared by all captions at a
     position, or X / Y for the label slots."""
-    vocab, out, slots = model.world.vocab, [], iter("XYZ")
+    vocab, out, slots = world.vocab, [], iter("XYZ")
     for i in range(tokens.shape[1]):
         values = torch.unique(tokens[:, i]).tolist()
         if len(values) == 1:
             out.append(f"{i}: {vocab.text_token_str(values[0])}")
-        elif all(1 <= v <= model.world.cfg.n_labels for v in values):
+        elif all(1 <= v <= world.cfg.n_labels for v in values):
             out.append(f"{i}: {next(slots, 'label')}")
         else:
             out.append(f"{i}: (varies)")

@@ -108,17 +108,17 @@ def run_one(name: str, seed: int, steps: int, ckpt: str | None = None) -> dict:
                  f"train.eval_every={max(steps // 10, 1)}"]
     cfg = circuits.RunConfig().with_overrides(overrides)
     result = circuits.train(cfg, progress=False)
-    model = result.model
+    model, world = result.model, result.task
     if ckpt is not None:
-        circuits.save(model, Path(ckpt), result.history, force=True)
+        circuits.save(result, Path(ckpt), force=True)
     row: dict = {"variant": name, "seed": seed, "overrides": overrides, "train_seconds": round(result.seconds, 1),
                  "history_unseen_pair": [(h["step"], h["unseen_pair"]) for h in result.history],
-                 "baseline": circuits.evaluate(model)}
+                 "baseline": circuits.evaluate(model, world)}
     for abl_name, ablation in ABLATIONS.items():
-        row[abl_name] = evaluate_ablation(model, ablation)["ablated"]
-    bias = head_bias(model)
+        row[abl_name] = evaluate_ablation(model, world, ablation)["ablated"]
+    bias = head_bias(model, world.probe())
     row["head_left"], row["head_right"], row["head_relational"] = bias.first, bias.second, bias.relational
-    grad = term_gradient(model, terms=SLOPE_TERMS)
+    grad = term_gradient(model, world.probe(), terms=SLOPE_TERMS)
     row["slope"] = {t: g.slope for t, g in grad.items()}
     return row
 

@@ -60,16 +60,16 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a model (defaults, or --config, then --set overrides) and save it as a checkpoint."""
-    from circuits.checkpoint import train_to_directory
     from circuits.evaluate import evaluate
+    from circuits.train import train_to_directory
 
     cfg = load_run_config(config, overrides)
-    model, history, path = train_to_directory(cfg, out or default_out_dir(), force=force, progress=not quiet)
-    seconds = history[-1]["seconds"] if history else 0.0  # training time as logged in metrics.jsonl
+    run = train_to_directory(cfg, out or default_out_dir(), force=force, progress=not quiet)
+    seconds = run.history[-1]["seconds"] if run.history else 0.0  # training time as logged in metrics.jsonl
     print_metrics(
-        evaluate(model),
+        evaluate(run.model, run.task),
         title=f"Final accuracies after {cfg.train.steps} steps",
-        extra={"train time": f"{seconds:.1f} s", "checkpoint": str(path)},
+        extra={"train time": f"{seconds:.1f} s", "checkpoint": str(run.path)},
     )
 
 
@@ -80,7 +80,8 @@ def eval_(ckpt: CheckpointOption, as_json: JsonOption = False) -> None:
     from circuits.checkpoint import load
     from circuits.evaluate import evaluate
 
-    metrics = evaluate(load(ckpt))
+    run = load(ckpt)
+    metrics = evaluate(run.model, run.task)
     if as_json:
         typer.echo(metrics_json(metrics))
     else:
@@ -118,27 +119,30 @@ def decompose(
     """Per head: each score term's share, monotonicity and slope on the pooled row, and its profile for one input."""
     from circuits.checkpoint import load
     from circuits.errors import CircuitsError
-    from circuits.stats import example_input, input_profile, term_summary
+    from circuits.stats import input_profile, term_summary
 
     if image is not None and encoder != "vision":
         raise CircuitsError("--image profiles the vision encoder; drop --image to profile a caption of --split")
-    model = load(ckpt)
-    tokens = model.world.parse_image(image) if image is not None else example_input(model, encoder, split)
-    summary = term_summary(model, encoder, split, layer)
-    profile = input_profile(model, tokens, encoder, layer)
+    run = load(ckpt)
+    model, world = run.model, run.task
+    probe = world.probe(split, encoder)
+    tokens = world.parse_image(image) if image is not None else probe.tokens[:1]
+    summary = term_summary(model, probe, layer)
+    profile = input_profile(model, tokens, encoder, layer, keys=world.position_labels(tokens[0], encoder))
     if html is not None:
         from circuits import viz
         from circuits.stats import term_gradient
 
-        figures = [viz.term_grid(model, tokens, encoder, layer), viz.term_profiles(model, tokens, encoder, layer),
-                   viz.term_gradient_figure(term_gradient(model, encoder, split, layer), encoder)]
+        figures = [viz.term_grid(model, world, tokens, encoder, layer),
+                   viz.term_profiles(model, world, tokens, encoder, layer),
+                   viz.term_gradient_figure(term_gradient(model, probe, layer), encoder)]
         _write_figures(figures, html, f"Score terms of {ckpt}", force)
     if as_json:
         typer.echo(json.dumps({"encoder": encoder, "layer": layer, "split": split, "summary": summary,
                                "profile": profile.to_dict()}))
         return
     print_term_summary(summary, title=f"Score terms on the pooled row of the {encoder} encoder, layer {layer}, {split}")
-    print_profile(profile, title=f"Pooled-row profile of {' '.join(profile.keys) if encoder == 'text' else 'image ' + _image_text(model, tokens)}")
+    print_profile(profile, title=f"Pooled-row profile of {' '.join(profile.keys) if encoder == 'text' else 'image ' + world.image_text(tokens[0])}")
 
 
 @app.command()
@@ -183,7 +187,8 @@ def ablate(
         layers=tuple(layer) if layer else None,
         heads=parse_heads(heads),
     )
-    result = evaluate_ablation(load(ckpt), ablation)
+    run = load(ckpt)
+    result = evaluate_ablation(run.model, run.task, ablation)
     if html is not None:
         from circuits import viz
 
@@ -213,7 +218,8 @@ def bias(
     from circuits.checkpoint import load
     from circuits.stats import head_bias
 
-    result = head_bias(load(ckpt), encoder, split, layer)
+    run = load(ckpt)
+    result = head_bias(run.model, run.task.probe(split, encoder), layer)
     if html is not None:
         from circuits import viz
 
@@ -222,8 +228,7 @@ def bias(
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(result) | {"heads": result.rows()}))
         return
-    first, second = ("left", "right") if encoder == "vision" else ("subject", "object")
-    print_bias(result, first=first, second=second)
+    print_bias(result, first=result.names[0], second=result.names[1])
 
 
 @app.command()
@@ -237,10 +242,10 @@ def report(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing report.")] = False,
 ) -> None:
     """Write the self-contained HTML report of a checkpoint (opens offline, plotly.js embedded once)."""
-    from circuits.checkpoint import load, read_metrics
+    from circuits.checkpoint import load
     from circuits.report import write_report
 
-    path = write_report(load(ckpt), out or ckpt / "report.html", read_metrics(ckpt), force=force)
+    path = write_report(load(ckpt), out or ckpt / "report.html", force=force)
     typer.echo(f"report: {path}")
 
 
@@ -257,15 +262,15 @@ def run(
 ) -> None:
     """The main job: train the default model (or reuse its checkpoint), print the headline table
     (accuracies, per-head bias, EP / PP / BP / EP+PP / EP+PP+BP ablation) and write the HTML report."""
-    from circuits.checkpoint import train_or_load
     from circuits.report import headline, write_report
+    from circuits.train import train_or_load
 
     cfg = load_run_config(config, overrides)
-    model, history, path, trained = train_or_load(cfg, out, retrain=retrain, progress=not quiet)
-    typer.echo(f"{'trained' if trained else 'reusing'} checkpoint {path}")
-    numbers = headline(model, ablation_splits=("single_object", "unseen_pair"))
+    run_, trained = train_or_load(cfg, out, retrain=retrain, progress=not quiet)
+    typer.echo(f"{'trained' if trained else 'reusing'} checkpoint {run_.path}")
+    numbers = headline(run_, ablation_splits=("single_object", "unseen_pair"))
     print_headline(numbers)
-    report_path = write_report(model, path / "report.html", history, force=True, headline=numbers)
+    report_path = write_report(run_, run_.path / "report.html", force=True, headline=numbers)
     typer.echo(f"report: {report_path}")
 
 
@@ -300,9 +305,6 @@ def ablation_json(result: dict) -> str:
 def _list(values: tuple[int, ...] | None) -> str:
     return "all" if values is None else ",".join(map(str, values))
 
-
-def _image_text(model, tokens) -> str:
-    return model.world.image_text(tokens.reshape(-1))
 
 
 def main() -> None:

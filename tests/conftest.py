@@ -140,17 +140,28 @@ def make_tiny_cfg():
     return tiny_run_config
 
 
+def clip_for(cfg: RunConfig) -> tuple[HookedCLIP, World]:
+    """An untrained CLIP pair for ``cfg`` (eval mode) and the world it is sized for."""
+    world = World(cfg.world)
+    return HookedCLIP.for_task(cfg, world).eval(), world
+
+
 @pytest.fixture
-def rand_model(rand_run_cfg: RunConfig) -> HookedCLIP:
+def rand_world(rand_run_cfg: RunConfig) -> World:
+    return World(rand_run_cfg.world)
+
+
+@pytest.fixture
+def rand_model(rand_run_cfg: RunConfig, rand_world: World) -> HookedCLIP:
     """An untrained CLIP pair for the random configuration, in eval mode."""
-    return HookedCLIP(rand_run_cfg).eval()
+    return HookedCLIP.for_task(rand_run_cfg, rand_world).eval()
 
 
 @pytest.fixture(scope="session")
 def default_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     """The default recipe (Sec. 2-3), trained once per test session and saved as a checkpoint
     (~40 s on 2 CPU cores); shared by the end-to-end tests of training, the CLI and the report."""
-    from circuits.checkpoint import train_to_directory
+    from circuits.train import train_to_directory
 
     cfg = RunConfig().with_overrides({"train.device": "cpu"})
     out = tmp_path_factory.mktemp("default") / "run"

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from circuits import HookedCLIP, RunConfig
+from conftest import clip_for
 from circuits.ablate import Ablation, ablated, ablation_hooks, evaluate_ablation
 from circuits.errors import CircuitsError
 from test_decompose import CONFIGS
@@ -14,9 +15,9 @@ from test_decompose import CONFIGS
 @pytest.mark.parametrize("cfg", CONFIGS[:8], ids=[f"cfg{i}" for i in range(8)])
 @pytest.mark.parametrize("encoder", ["vision", "text"])
 def test_ablating_every_term_gives_uniform_attention_over_unmasked_keys(cfg: RunConfig, encoder: str) -> None:
-    model = HookedCLIP(cfg).eval()
+    model, world = clip_for(cfg)
     enc = model.encoders[encoder]
-    tokens = model.world["seen_pair"].images[:8] if encoder == "vision" else model.world.captions[:8]
+    tokens = world["seen_pair"].images[:8] if encoder == "vision" else world.captions[:8]
     every = Ablation(terms=tuple(enc.term_names(0)), encoders=(encoder,), layers=(0,))
     with ablated(model, every):
         _, cache = enc.run_with_cache(tokens)
@@ -31,8 +32,8 @@ def test_ablating_every_term_gives_uniform_attention_over_unmasked_keys(cfg: Run
 
 def test_head_selection_touches_only_those_heads() -> None:
     cfg = RunConfig().with_overrides({"model.vision.d_model": 24, "model.vision.d_head": 6})
-    model = HookedCLIP(cfg).eval()
-    images = model.world["unseen_pair"].images[:8]
+    model, world = clip_for(cfg)
+    images = world["unseen_pair"].images[:8]
     _, before = model.vision.run_with_cache(images)
     with ablated(model, Ablation(terms=("EE", "EP", "PE", "PP"), heads=(1, 3))):
         _, after = model.vision.run_with_cache(images)
@@ -43,8 +44,8 @@ def test_head_selection_touches_only_those_heads() -> None:
 
 def test_value_ablation_removes_exactly_that_source() -> None:
     """Zeroing hook_v_P leaves v = v_E + v_B: the positional part is gone, nothing else."""
-    model = HookedCLIP(RunConfig().with_overrides({"model.vision.d_model": 16, "model.vision.d_head": 4})).eval()
-    images = model.world["unseen_pair"].images[:5]
+    model, world = clip_for(RunConfig().with_overrides({"model.vision.d_model": 16, "model.vision.d_head": 4}))
+    images = world["unseen_pair"].images[:5]
     with model.vision.decomposed():
         _, full = model.vision.run_with_cache(images)
     with ablated(model, Ablation(values=("P",))):
@@ -53,8 +54,8 @@ def test_value_ablation_removes_exactly_that_source() -> None:
 
 
 def test_hooks_work_with_run_with_hooks_and_are_removed() -> None:
-    model = HookedCLIP(RunConfig().with_overrides({"model.vision.d_model": 16, "model.vision.d_head": 4})).eval()
-    images = model.world["unseen_pair"].images[:5]
+    model, world = clip_for(RunConfig().with_overrides({"model.vision.d_model": 16, "model.vision.d_head": 4}))
+    images = world["unseen_pair"].images[:5]
     plain = model.vision(images)
     hooks = ablation_hooks(model, Ablation(terms=("EP",)))["vision"]
     patched = model.vision.run_with_hooks(images, fwd_hooks=hooks, decompose=True)
@@ -73,7 +74,7 @@ def test_hooks_work_with_run_with_hooks_and_are_removed() -> None:
     ],
 )
 def test_bad_ablations_name_what_exists(ablation: Ablation, message: str) -> None:
-    model = HookedCLIP(RunConfig().with_overrides({"model.vision.d_model": 16, "model.vision.d_head": 4}))
+    model, world = clip_for(RunConfig().with_overrides({"model.vision.d_model": 16, "model.vision.d_head": 4}))
     with pytest.raises(CircuitsError, match=message):
         ablation_hooks(model, ablation)
 
@@ -81,8 +82,8 @@ def test_bad_ablations_name_what_exists(ablation: Ablation, message: str) -> Non
 def test_evaluate_ablation_reports_both_tables_and_restores_the_model() -> None:
     cfg = RunConfig().with_overrides({"model.vision.d_model": 16, "model.vision.d_head": 4,
                                       "model.text.d_model": 16, "model.text.d_head": 4})
-    model = HookedCLIP(cfg).eval()
-    out = evaluate_ablation(model, Ablation(terms=("EP", "PP", "BP"), encoders=("vision", "text")))
+    model, world = clip_for(cfg)
+    out = evaluate_ablation(model, world, Ablation(terms=("EP", "PP", "BP"), encoders=("vision", "text")))
     assert set(out) == {"baseline", "ablated", "ablation"}
     assert set(out["ablated"]) == set(out["baseline"]) >= {"single_object", "seen_pair", "unseen_pair", "label_set"}
     assert out["ablation"]["terms"] == ["EP", "PP", "BP"]

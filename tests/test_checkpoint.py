@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import circuits
-from circuits.checkpoint import load, read_metrics, save, train_or_load, train_to_directory
+from circuits.checkpoint import Run, load, read_metrics, save
+from conftest import clip_for
 from circuits.config import RunConfig
 from circuits.errors import CheckpointError, CircuitsError
 from circuits.models import HookedCLIP
@@ -33,20 +34,20 @@ def small_cfg(*extra: str) -> RunConfig:
     return RunConfig().with_overrides([*SMALL, *extra])
 
 
-def perturbed_model(cfg: RunConfig, seed: int = 1) -> HookedCLIP:
-    """A model whose weights differ from the deterministic init, so loading cannot pass by rebuilding it."""
-    model = HookedCLIP(cfg)
+def perturbed_run(cfg: RunConfig, seed: int = 1, history: list[dict] | None = None) -> Run:
+    """A run whose weights differ from the deterministic init, so loading cannot pass by rebuilding it."""
+    model, world = clip_for(cfg)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=gen))
-    return model
+    return Run(cfg, model, world, history or [])
 
 
-def outputs(model: HookedCLIP) -> torch.Tensor:
-    images = model.world["unseen_pair"].images[:32]
+def outputs(run: Run) -> torch.Tensor:
+    images = run.task["unseen_pair"].images[:32]
     with torch.no_grad():
-        return model(images, model.world.captions)
+        return run.model(images, run.task.captions)
 
 
 def siblings(path: Path) -> list[str]:
@@ -57,33 +58,34 @@ def siblings(path: Path) -> list[str]:
 @pytest.mark.parametrize("overrides", [SMALL, RICH], ids=["small", "rich"])
 def test_round_trip_is_bit_exact(tmp_path: Path, overrides: list[str]) -> None:
     cfg = RunConfig().with_overrides(overrides)
-    model = perturbed_model(cfg)
+    run = perturbed_run(cfg)
     history = [{"step": 1, "loss": 2.5, "unseen_pair": 0.25}, {"step": 2, "loss": 1.5, "unseen_pair": float("nan")}]
 
-    path = circuits.save(model, tmp_path / "ckpt", history)
+    run.history = history
+    path = circuits.save(run, tmp_path / "ckpt")
     loaded = circuits.load(path)
 
     assert path == (tmp_path / "ckpt").absolute()
-    assert loaded.cfg == model.cfg
-    assert not loaded.training
-    expected, got = model.state_dict(), loaded.state_dict()
+    assert loaded.cfg == run.cfg and loaded.task.cfg == run.cfg.world and loaded.path == path
+    assert not loaded.model.training
+    expected, got = run.model.state_dict(), loaded.model.state_dict()
     assert expected.keys() == got.keys()
     for name in expected:
         assert got[name].dtype == expected[name].dtype, name
         assert torch.equal(got[name], expected[name]), name
-    assert torch.equal(outputs(loaded), outputs(model))
-    assert not torch.equal(outputs(HookedCLIP(cfg)), outputs(model))  # the load really replaced the init
+    assert torch.equal(outputs(loaded), outputs(run))
+    assert not torch.equal(outputs(Run(cfg, *clip_for(cfg))), outputs(run))  # the load really replaced the init
     rows = read_metrics(path)
     assert rows[0] == history[0] and rows[1]["step"] == 2 and rows[1]["unseen_pair"] != rows[1]["unseen_pair"]  # NaN
 
 
 def test_checkpoint_layout(tmp_path: Path) -> None:
-    model = perturbed_model(small_cfg())
-    path = save(model, tmp_path / "ckpt")
+    run = perturbed_run(small_cfg())
+    path = save(run, tmp_path / "ckpt")
 
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "metrics.jsonl", "model.safetensors"]
     config = json.loads((path / "config.json").read_text())
-    assert config == json.loads(model.cfg.to_json())
+    assert config == json.loads(run.cfg.to_json())
     assert {"format_version", "world", "model", "train"} <= config.keys()
     assert (path / "metrics.jsonl").read_text() == ""
     assert read_metrics(path) == []
@@ -91,25 +93,25 @@ def test_checkpoint_layout(tmp_path: Path) -> None:
     raw = (path / "model.safetensors").read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + n])
-    assert header.keys() - {"__metadata__"} == model.state_dict().keys()
+    assert header.keys() - {"__metadata__"} == run.model.state_dict().keys()
     assert siblings(path) == []
 
 
 def test_save_refuses_non_empty_directory_without_force(tmp_path: Path) -> None:
-    first = perturbed_model(small_cfg(), seed=1)
+    first = perturbed_run(small_cfg(), seed=1)
     path = save(first, tmp_path / "ckpt")
     before = {p.name: p.read_bytes() for p in path.iterdir()}
 
     with pytest.raises(CheckpointError, match="exists and is not empty; pass --force"):
-        save(perturbed_model(small_cfg(), seed=2), path)
+        save(perturbed_run(small_cfg(), seed=2), path)
 
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before
     assert siblings(path) == []
 
 
 def test_force_replaces_a_checkpoint(tmp_path: Path) -> None:
-    path = save(perturbed_model(small_cfg(), seed=1), tmp_path / "ckpt", [{"step": 1}])
-    second = perturbed_model(small_cfg("world.seed=3"), seed=2)
+    path = save(perturbed_run(small_cfg(), seed=1, history=[{"step": 1}]), tmp_path / "ckpt")
+    second = perturbed_run(small_cfg("world.seed=3"), seed=2)
 
     save(second, path, force=True)
 
@@ -126,7 +128,7 @@ def test_force_never_deletes_a_directory_that_is_not_a_checkpoint(tmp_path: Path
     (target / "keep.txt").write_text("precious")
 
     with pytest.raises(CheckpointError, match="not a checkpoint"):
-        save(perturbed_model(small_cfg()), target, force=True)
+        save(perturbed_run(small_cfg()), target, force=True)
 
     assert [p.name for p in target.iterdir()] == ["keep.txt"]
     assert (target / "keep.txt").read_text() == "precious"
@@ -135,105 +137,43 @@ def test_force_never_deletes_a_directory_that_is_not_a_checkpoint(tmp_path: Path
 
 def test_save_reuses_an_empty_directory_and_creates_parents(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    model = perturbed_model(small_cfg())
+    run = perturbed_run(small_cfg())
 
-    save(model, tmp_path / "empty")
-    save(model, tmp_path / "a" / "b" / "ckpt")
+    save(run, tmp_path / "empty")
+    save(run, tmp_path / "a" / "b" / "ckpt")
 
-    assert torch.equal(outputs(load(tmp_path / "empty")), outputs(model))
-    assert torch.equal(outputs(load(tmp_path / "a" / "b" / "ckpt")), outputs(model))
+    assert torch.equal(outputs(load(tmp_path / "empty")), outputs(run))
+    assert torch.equal(outputs(load(tmp_path / "a" / "b" / "ckpt")), outputs(run))
 
 
 def test_save_refuses_a_file(tmp_path: Path) -> None:
     target = tmp_path / "file"
     target.write_text("x")
     with pytest.raises(CheckpointError, match="not a directory"):
-        save(perturbed_model(small_cfg()), target, force=True)
+        save(perturbed_run(small_cfg()), target, force=True)
     assert target.read_text() == "x"
 
 
 def test_failed_save_leaves_old_checkpoint_and_no_temporary_directory(tmp_path: Path, monkeypatch) -> None:
-    first = perturbed_model(small_cfg(), seed=1)
+    first = perturbed_run(small_cfg(), seed=1)
     path = save(first, tmp_path / "ckpt")
 
-    def broken(model: HookedCLIP, directory: Path) -> None:
+    def broken(cfg: RunConfig, model: HookedCLIP, directory: Path) -> None:
         (directory / "config.json").write_text("{}")
         raise OSError("disk full")
 
-    monkeypatch.setattr("circuits.checkpoint._write_model", broken)
+    monkeypatch.setattr("circuits.checkpoint.write_model", broken)
     with pytest.raises(OSError, match="disk full"):
-        save(perturbed_model(small_cfg(), seed=2), path, force=True)
+        save(perturbed_run(small_cfg(), seed=2), path, force=True)
 
     assert torch.equal(outputs(load(path)), outputs(first))
     assert siblings(path) == []
 
 
-def test_train_to_directory_streams_metrics_and_saves_the_trained_model(tmp_path: Path) -> None:
-    cfg = small_cfg("train.steps=3", "train.eval_every=2")
-    model, history, path = train_to_directory(cfg, tmp_path / "run", progress=False)
-
-    assert [row["step"] for row in history] == [2, 3]
-    assert read_metrics(path) == history
-    loaded = load(path)
-    assert loaded.cfg == cfg
-    assert torch.equal(outputs(loaded), outputs(model.cpu()))
-    assert siblings(path) == []
-
-
-def test_train_or_load_trains_once_then_reuses_the_checkpoint(tmp_path: Path) -> None:
-    cfg = small_cfg("train.steps=3", "train.eval_every=2")
-    model, history, path, trained = train_or_load(cfg, tmp_path / "run", progress=False)
-    weights = (path / "model.safetensors").read_bytes()
-
-    again, history_again, path_again, trained_again = train_or_load(cfg, tmp_path / "run", progress=False)
-
-    assert (trained, trained_again) == (True, False)
-    assert path_again == path and history_again == history
-    assert torch.equal(outputs(again), outputs(model.cpu()))
-    assert (path / "model.safetensors").read_bytes() == weights  # not retrained, not rewritten
-
-
-def test_train_or_load_refuses_a_checkpoint_of_another_config_and_retrains_on_request(tmp_path: Path) -> None:
-    cfg = small_cfg("train.steps=3", "train.eval_every=2")
-    train_or_load(cfg, tmp_path / "run", progress=False)
-    other = small_cfg("train.steps=4", "train.eval_every=2")
-
-    with pytest.raises(CheckpointError, match="different config"):
-        train_or_load(other, tmp_path / "run", progress=False)
-    model, history, path, trained = train_or_load(other, tmp_path / "run", retrain=True, progress=False)
-
-    assert trained and load(path).cfg == other and [row["step"] for row in history] == [2, 4]
-
-
-def test_train_to_directory_checks_the_output_before_training(tmp_path: Path, monkeypatch) -> None:
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "keep.txt").write_text("x")
-
-    def must_not_train(*args, **kwargs):
-        raise AssertionError("trained although the output directory was unusable")
-
-    monkeypatch.setattr("circuits.checkpoint.train", must_not_train)
-    with pytest.raises(CheckpointError, match="exists and is not empty"):
-        train_to_directory(small_cfg(), out, progress=False)
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
-
-
-def test_interrupted_training_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
-    def interrupted(cfg: RunConfig, *, progress: bool, metrics_path: Path):
-        metrics_path.write_text('{"step": 1}\n')
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr("circuits.checkpoint.train", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train_to_directory(small_cfg(), tmp_path / "run", progress=False)
-    assert list(tmp_path.iterdir()) == []
-
-
 # --------------------------------------------------------------------------- load errors
 @pytest.fixture
 def ckpt(tmp_path: Path) -> Path:
-    return save(perturbed_model(small_cfg()), tmp_path / "ckpt", [{"step": 1}])
+    return save(perturbed_run(small_cfg(), history=[{"step": 1}]), tmp_path / "ckpt")
 
 
 def load_error(path: Path) -> str:
@@ -315,12 +255,12 @@ def test_load_never_unpickles(ckpt: Path, tmp_path: Path) -> None:
 
 
 def test_load_rejects_a_torch_save_file(ckpt: Path) -> None:
-    torch.save(HookedCLIP(small_cfg()).state_dict(), ckpt / "model.safetensors")
+    torch.save(clip_for(small_cfg())[0].state_dict(), ckpt / "model.safetensors")
     assert "not a valid safetensors file" in load_error(ckpt)
 
 
 def test_load_shape_mismatch_names_the_tensor(ckpt: Path) -> None:
-    state = HookedCLIP(small_cfg()).state_dict()
+    state = clip_for(small_cfg())[0].state_dict()
     edit_config(ckpt, "model.vision.d_model", 24)
     message = load_error(ckpt)
     found = re.search(r"does not match .*config\.json: (\S+) has shape \((.*)\), the config needs \((.*)\)", message)
@@ -339,14 +279,14 @@ def test_load_missing_tensor_names_it(ckpt: Path) -> None:
 
 
 def test_load_unexpected_tensor_names_it(tmp_path: Path) -> None:
-    path = save(perturbed_model(small_cfg("model.vision.attn_only=false", "model.vision.d_mlp=8")), tmp_path / "ckpt")
+    path = save(perturbed_run(small_cfg("model.vision.attn_only=false", "model.vision.d_mlp=8")), tmp_path / "ckpt")
     edit_config(path, "model.vision.attn_only", True)
     assert re.search(r"unexpected tensor vision\.blocks\.0\.mlp\.\w+ \(and 3 more\)", load_error(path))
 
 
 def test_load_device(ckpt: Path) -> None:
-    assert load(ckpt).device == torch.device("cpu")
-    assert load(ckpt, device="auto").device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert load(ckpt).model.device == torch.device("cpu")
+    assert load(ckpt, device="auto").model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(CircuitsError, match="device"):
         load(ckpt, device="toaster")
 

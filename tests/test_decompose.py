@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from circuits import HookedCLIP, RunConfig
+from conftest import clip_for
 from circuits.decompose import combine, decompose, parse_terms, pooled_row_terms
 from circuits.errors import CircuitsError
 
@@ -42,9 +43,9 @@ CONFIGS = [random_config(s) for s in range(12)]
 def test_terms_sum_to_attention_scores_and_sources_to_values(cfg: RunConfig, encoder: str) -> None:
     """In every layer: sum of hook_score_* (masked) == hook_attn_scores of the plain forward,
     and sum of hook_v_* == hook_v, within 1e-5 in float32."""
-    model = HookedCLIP(cfg).eval()
+    model, world = clip_for(cfg)
     enc = model.encoders[encoder]
-    tokens = model.world["unseen_pair"].images[:16] if encoder == "vision" else model.world.captions[:16]
+    tokens = world["unseen_pair"].images[:16] if encoder == "vision" else world.captions[:16]
     _, plain = enc.run_with_cache(tokens)
     for layer in range(enc.cfg.n_layers):
         d = decompose(enc, tokens, layer=layer)
@@ -59,21 +60,21 @@ def test_terms_sum_to_attention_scores_and_sources_to_values(cfg: RunConfig, enc
 def test_term_names_follow_sources() -> None:
     """Layer 0 without LN: E, P, B; deeper layers add H; pre-LN adds N; rotary has no P."""
     cfg = RunConfig().with_overrides({"model.vision.n_layers": 2, "model.vision.d_model": 16, "model.vision.d_head": 4})
-    enc = HookedCLIP(cfg).vision
+    enc = clip_for(cfg)[0].vision
     assert enc.term_names(0) == ["EE", "EP", "EB", "PE", "PP", "PB", "BE", "BP", "BB"]
     assert enc.value_sources(1) == ["E", "P", "H", "B"]
-    ln = HookedCLIP(cfg.with_overrides({"model.vision.normalization": "pre", "model.vision.positional": "rotary"})).vision
+    ln = clip_for(cfg.with_overrides({"model.vision.normalization": "pre", "model.vision.positional": "rotary"}))[0].vision
     assert ln.value_sources(0) == ["E", "N", "B"]
     assert "hook_score_EP" not in str(list(ln.hook_dict))
 
 
 def test_paper_terms_match_their_formulas() -> None:
     """hook_score_EP is E W_Q W_K^T P^T / sqrt(d_head); hook_score_BP is b_Q W_K^T P^T / sqrt(d_head)."""
-    model = HookedCLIP(RunConfig()).eval()
+    model, world = clip_for(RunConfig())
     with torch.no_grad():
         for p in model.vision.blocks[0].attn.parameters():
             p.add_(torch.randn_like(p) * 0.1)  # non-zero biases
-    images = model.world["unseen_pair"].images[:4]
+    images = world["unseen_pair"].images[:4]
     d = decompose(model, images)
     attn = model.vision.blocks[0].attn
     E = model.vision.embed.W_E[images]  # [b, pos, d_model]
@@ -86,8 +87,8 @@ def test_paper_terms_match_their_formulas() -> None:
 
 
 def test_decomposition_is_off_by_default_and_switchable() -> None:
-    model = HookedCLIP(RunConfig().with_overrides({"model.vision.d_model": 16, "model.vision.d_head": 4}))
-    images = model.world["train_pair"].images[:3]
+    model, world = clip_for(RunConfig().with_overrides({"model.vision.d_model": 16, "model.vision.d_head": 4}))
+    images = world["train_pair"].images[:3]
     _, cache = model.vision.run_with_cache(images)
     assert not any("hook_score_" in k for k in cache.keys())
     with model.vision.decomposed():
@@ -97,8 +98,8 @@ def test_decomposition_is_off_by_default_and_switchable() -> None:
 
 
 def test_pooled_row_and_combinations() -> None:
-    model = HookedCLIP(RunConfig().with_overrides({"model.text.d_model": 16, "model.text.d_head": 4}))
-    captions = model.world.captions[:5]
+    model, world = clip_for(RunConfig().with_overrides({"model.text.d_model": 16, "model.text.d_head": 4}))
+    captions = world.captions[:5]
     row = pooled_row_terms(model, captions, encoder="text")
     assert row.query == 3 and row.terms["EP"].shape == (5, 4, 4)
     torch.testing.assert_close(row.combine("EP+PP"), row.terms["EP"] + row.terms["PP"])

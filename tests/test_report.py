@@ -4,6 +4,7 @@ the summary numbers are the library's, and writing it never clobbers a file by a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -14,12 +15,13 @@ import torch
 
 import circuits
 from circuits import report
+from conftest import clip_for
 from circuits.ablate import Ablation, evaluate_ablation
 from circuits.errors import CircuitsError
 from circuits.evaluate import evaluate
+from circuits.checkpoint import Run
 from circuits.models import HookedCLIP
-from circuits.stats import head_bias, term_gradient, term_spread
-from circuits.train.loop import TrainResult
+from circuits.stats import head_bias
 from conftest import assert_tree_close, tiny_run_config
 
 PLOTLY_JS = plotly.offline.get_plotlyjs()
@@ -34,19 +36,19 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def trained(one_thread) -> TrainResult:
+def trained(one_thread) -> Run:
     """A tiny model trained for 30 steps (about a second), with its metrics history."""
     return circuits.train(tiny_run_config(), progress=False)
 
 
 @pytest.fixture(scope="module")
 def numbers(trained) -> dict:
-    return report.headline(trained.model)
+    return report.headline(trained)
 
 
 @pytest.fixture(scope="module")
 def page(trained, numbers) -> str:
-    return report.build_report(trained.model, trained.history, headline=numbers)
+    return report.build_report(trained, headline=numbers)
 
 
 # ----------------------------------------------------------------------------- self-contained
@@ -74,7 +76,7 @@ def test_every_section_is_present_in_order(page: str) -> None:
 
 
 def test_without_history_there_is_no_training_section(trained, numbers) -> None:
-    page = report.build_report(trained.model, headline=numbers, title="My <model>")
+    page = report.build_report(dataclasses.replace(trained, history=[]), headline=numbers, title="My <model>")
     assert report.SECTIONS["training"] not in page
     assert "<h1>My &lt;model&gt;</h1>" in page  # titles are escaped
     assert page.count(PLOTLY_JS) == 1
@@ -89,11 +91,11 @@ def test_the_training_section_plots_the_history(trained, page: str) -> None:
 
 # ----------------------------------------------------------------------------- numbers
 def test_headline_numbers_are_the_librarys(trained, numbers: dict) -> None:
-    model = trained.model
-    assert numbers["accuracies"] == evaluate(model)
-    assert numbers["world"] == model.world.summary()
-    assert numbers["head_bias_rows"] == head_bias(model).rows()
-    assert numbers["head_bias"]["first"] == head_bias(model).first
+    model, world = trained.model, trained.task
+    assert numbers["accuracies"] == evaluate(model, world)
+    assert numbers["world"] == world.summary()
+    assert numbers["head_bias_rows"] == head_bias(model, world.probe()).rows()
+    assert numbers["head_bias"]["first"] == head_bias(model, world.probe()).first
     json.dumps(numbers)  # printable / storable by the CLI as it is
 
 
@@ -103,7 +105,7 @@ def test_headline_ablation_table_matches_evaluate_ablation(trained, numbers: dic
     assert numbers["ablation_specs"]["EP+PP+BP"]["terms"] == ["EP", "PP", "BP"]
     assert numbers["ablation_skipped"] == []
     for name in ("EP", "EP+PP+BP"):
-        out = evaluate_ablation(model, Ablation(terms=tuple(name.split("+"))))
+        out = evaluate_ablation(model, trained.task, Ablation(terms=tuple(name.split("+"))))
         assert numbers["ablation"][name] == {k: out["ablated"][k] for k in ("unseen_pair", "label_set")}
         assert numbers["ablation"]["baseline"] == {k: out["baseline"][k] for k in ("unseen_pair", "label_set")}
 
@@ -113,7 +115,7 @@ def test_the_summary_shows_the_headline_it_is_given(trained, numbers: dict, monk
     doctored["accuracies"]["unseen_pair"] = 0.4242
     doctored["ablation"]["EP"]["unseen_pair"] = 0.1717
     monkeypatch.setattr(report, "_headline", lambda *a, **k: pytest.fail("headline recomputed"))
-    page = report.build_report(trained.model, headline=doctored)
+    page = report.build_report(trained, headline=doctored)
     assert "<td>unseen_pair</td><td>0.424</td>" in page
     assert "<td>EP</td><td>0.172</td>" in page
     tables = report.headline_tables(doctored)
@@ -125,22 +127,19 @@ def test_the_summary_shows_the_headline_it_is_given(trained, numbers: dict, monk
 
 def test_ablations_the_model_lacks_terms_for_are_skipped_not_failed() -> None:
     cfg = tiny_run_config().with_overrides({"model.vision.qkv_bias": False})
-    runnable, skipped = report.applicable_ablations(HookedCLIP(cfg))
+    runnable, skipped = report.applicable_ablations(clip_for(cfg)[0])
     assert list(runnable) == ["EP", "PP", "EP+PP"] and skipped == ["BP", "EP+PP+BP"]
 
 
-def test_spread_and_gradients_are_term_spread_and_term_gradient(trained) -> None:
-    spread, gradients = report.spread_and_gradients(trained.model)
-    assert_tree_close(spread, term_spread(trained.model))
-    assert list(gradients) == ["EP", "PP", "BP", "EE", "PE"]
-    for name, want in term_gradient(trained.model, terms=tuple(gradients)).items():
-        assert gradients[name].profile == [pytest.approx(p) for p in want.profile]
-        assert gradients[name].slope == pytest.approx(want.slope)
+def test_the_gradient_section_plots_the_paper_terms_the_model_has(make_tiny_cfg) -> None:
+    assert report.report_gradient_terms(clip_for(make_tiny_cfg())[0]) == ("EP", "PP", "BP", "EE", "PE")
+    no_bias = clip_for(make_tiny_cfg().with_overrides({"model.vision.qkv_bias": False}))[0]
+    assert report.report_gradient_terms(no_bias) == ("EP", "PP", "EE", "PE")
 
 
 def test_example_images_are_two_object_images_of_their_splits(trained) -> None:
-    world = trained.model.world
-    examples = report.example_images(trained.model)
+    world = trained.task
+    examples = report.example_images(world)
     assert set(examples) == {"unseen_pair", "seen_pair"}
     for split, image in examples.items():
         assert any(torch.equal(image, other) for other in world[split].images)
@@ -153,36 +152,37 @@ def test_example_images_are_two_object_images_of_their_splits(trained) -> None:
 # ----------------------------------------------------------------------------- writing
 def test_write_report_writes_atomically_and_refuses_to_clobber(trained, numbers: dict, tmp_path: Path) -> None:
     target = tmp_path / "out" / "report.html"
-    written = report.write_report(trained.model, target, trained.history, headline=numbers)
+    written = report.write_report(trained, target, headline=numbers)
     assert written == target and target.read_text().startswith("<!DOCTYPE html>")
     assert report.SECTIONS["training"] in target.read_text()
     assert [p.name for p in target.parent.iterdir()] == ["report.html"]  # no temporary file left behind
 
     target.write_text("precious")
     with pytest.raises(CircuitsError, match="exists; pass force=True") as err:
-        report.write_report(trained.model, target, headline=numbers)
+        report.write_report(trained, target, headline=numbers)
     assert isinstance(err.value, report.ReportError) and "\n" not in str(err.value)
     assert target.read_text() == "precious"
 
-    report.write_report(trained.model, target, headline=numbers, force=True)
+    report.write_report(trained, target, headline=numbers, force=True)
     assert target.read_text().startswith("<!DOCTYPE html>")
     assert [p.name for p in target.parent.iterdir()] == ["report.html"]
 
 
 def test_write_report_into_a_directory_path_is_an_error(trained, numbers: dict, tmp_path: Path) -> None:
     with pytest.raises(CircuitsError, match="is a directory"):
-        report.write_report(trained.model, tmp_path, headline=numbers, force=True)
+        report.write_report(trained, tmp_path, headline=numbers, force=True)
 
 
 def test_a_model_without_learned_positions_still_gets_a_report() -> None:
     """Rotary vision encoder: no term has key source P, so the ablations of P terms and the
     relational split do not apply; they are reported as such instead of failing."""
-    model = HookedCLIP(tiny_run_config().with_overrides({"model.vision.positional": "rotary"})).eval()
-    numbers = report.headline(model)
+    cfg = tiny_run_config().with_overrides({"model.vision.positional": "rotary"})
+    run = Run(cfg, *clip_for(cfg))
+    numbers = report.headline(run)
     assert list(numbers["ablation"]) == ["baseline"] and numbers["ablation_skipped"] == list(report.ABLATIONS)
-    bias = head_bias(model, position_terms="EE", token_terms="EE")
+    bias = head_bias(run.model, run.task.probe())
     assert numbers["head_bias"]["first"] == bias.first and numbers["head_bias"]["label_specific"] == [None, None]
-    page = report.build_report(model, headline=numbers)
+    page = report.build_report(run, headline=numbers)
     assert "Not defined for this model" in page and "Not applicable to this model: EP, PP, BP" in page
     assert all(f">{title}</h2>" in page for key, title in report.SECTIONS.items() if key != "training")
 

@@ -12,7 +12,8 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from circuits import HookedCLIP, RunConfig
+from circuits import HookedCLIP, RunConfig, World
+from conftest import clip_for
 from circuits import viz
 from circuits.ablate import Ablation, evaluate_ablation
 from circuits.decompose import decompose, pooled_row_terms
@@ -34,20 +35,30 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def model() -> HookedCLIP:
+def pair() -> tuple[HookedCLIP, World]:
     """Default architecture (1 layer, 4 heads, Q/K/V biases: all nine score terms), tiny world:
     labels 1..4 train, 5..6 held out, 10 pixels."""
     cfg = RunConfig().with_overrides({"world.n_labels": 6, "world.n_pair_labels": 4, "world.n_pair_positions": 40,
                                       "train.steps": 0,
                                       "model.vision.d_model": 32, "model.vision.d_head": 8,
                                       "model.text.d_model": 32, "model.text.d_head": 8})
-    return HookedCLIP(cfg).eval()
+    return clip_for(cfg)
 
 
 @pytest.fixture(scope="module")
-def image(model: HookedCLIP) -> torch.Tensor:
+def model(pair) -> HookedCLIP:
+    return pair[0]
+
+
+@pytest.fixture(scope="module")
+def world(pair) -> World:
+    return pair[1]
+
+
+@pytest.fixture(scope="module")
+def image(world: World) -> torch.Tensor:
     """An unseen-pair image: label 5 at pixel 2, label 6 at pixel 6."""
-    return model.world.parse_image("0 0 5 0 0 0 6 0 0 0")[0]
+    return world.parse_image("0 0 5 0 0 0 6 0 0 0")[0]
 
 
 def z(trace: go.Heatmap) -> np.ndarray:
@@ -67,27 +78,27 @@ def test_heads_are_named_h0_to_hn() -> None:
     assert viz.head_names(4) == ["H0", "H1", "H2", "H3"]
 
 
-def test_position_labels_name_cls_and_each_pixel_with_its_value(model: HookedCLIP, image: torch.Tensor) -> None:
-    labels = viz.position_labels(model, image)
+def test_position_labels_name_cls_and_each_pixel_with_its_value(model: HookedCLIP, image: torch.Tensor, world: World) -> None:
+    labels = viz.position_labels(world, image)
     assert labels[0] == "CLS" and labels[3] == "2:5" and labels[7] == "6:6" and labels[1] == "0:0"
-    assert len(labels) == len(set(labels)) == model.world.n_ctx_vision
-    words = viz.position_labels(model, model.world.captions[model.world.caption_id(5, 6)], "text")
+    assert len(labels) == len(set(labels)) == world.n_ctx_vision
+    words = viz.position_labels(world, world.captions[world.caption_id(5, 6)], "text")
     assert words == ["5", "is on the left of", "6", "[EOT]"]
 
 
-def test_swap_objects_exchanges_the_labels_and_keeps_the_positions(model: HookedCLIP, image: torch.Tensor) -> None:
-    pair = viz.swap_objects(model, image)
-    assert pair.shape == (2, model.world.n_ctx_vision)
+def test_swap_objects_exchanges_the_labels_and_keeps_the_positions(model: HookedCLIP, image: torch.Tensor, world: World) -> None:
+    pair = viz.swap_objects(world, image)
+    assert pair.shape == (2, world.n_ctx_vision)
     assert torch.equal(pair[0], image)
-    assert model.world.image_text(pair[1]) == "0 0 6 0 0 0 5 0 0 0"
+    assert world.image_text(pair[1]) == "0 0 6 0 0 0 5 0 0 0"
     with pytest.raises(CircuitsError, match="exactly two objects"):
-        viz.swap_objects(model, "0 0 5 0 0 0 0 0 0 0")
+        viz.swap_objects(world, "0 0 5 0 0 0 0 0 0 0")
 
 
 # ----------------------------------------------------------------------------- attention (Fig. 4b, 6a)
-def test_attention_patterns_show_the_hook_pattern_of_each_image_and_head(model: HookedCLIP, image: torch.Tensor) -> None:
-    fig = viz.attention_patterns(model, image, swap=True)
-    images = viz.swap_objects(model, image)
+def test_attention_patterns_show_the_hook_pattern_of_each_image_and_head(model: HookedCLIP, image: torch.Tensor, world: World) -> None:
+    fig = viz.attention_patterns(model, world, image, swap=True)
+    images = viz.swap_objects(world, image)
     _, cache = model.vision.run_with_cache(images)
     pattern = cache["blocks.0.attn.hook_pattern"]  # [image, head, q, k]
     assert len(fig.data) == 2 * N_HEADS
@@ -95,7 +106,7 @@ def test_attention_patterns_show_the_hook_pattern_of_each_image_and_head(model: 
         for h in range(N_HEADS):
             trace = fig.data[i * N_HEADS + h]
             assert_close(z(trace), pattern[i, h])
-            assert list(trace.x) == list(trace.y) == viz.position_labels(model, images[i])
+            assert list(trace.x) == list(trace.y) == viz.position_labels(world, images[i])
             assert f"H{h}" in trace.name
     assert fig.data[0].x[0] == "CLS"
     assert subplot_titles(fig)[:N_HEADS] == ["H0", "H1", "H2", "H3"]
@@ -106,15 +117,15 @@ def test_attention_patterns_show_the_hook_pattern_of_each_image_and_head(model: 
     assert fig.data[N_HEADS].x[3] == "2:6"
 
 
-def test_attention_patterns_accept_image_strings(model: HookedCLIP) -> None:
-    fig = viz.attention_patterns(model, ["0 0 5 0 0 0 6 0 0 0", "6 0 0 0 0 0 0 0 0 5"])
-    _, cache = model.vision.run_with_cache(model.world.parse_image("6 0 0 0 0 0 0 0 0 5"))
+def test_attention_patterns_accept_image_strings(model: HookedCLIP, world: World) -> None:
+    fig = viz.attention_patterns(model, world, ["0 0 5 0 0 0 6 0 0 0", "6 0 0 0 0 0 0 0 0 5"])
+    _, cache = model.vision.run_with_cache(world.parse_image("6 0 0 0 0 0 0 0 0 5"))
     assert_close(z(fig.data[N_HEADS + 2]), cache["pattern", 0][0, 2])
 
 
-def test_attention_patterns_of_the_text_encoder_are_causal_and_name_the_words(model: HookedCLIP) -> None:
-    captions = model.world.captions[[model.world.caption_id(5, 6), model.world.caption_id(6, 5)]]
-    fig = viz.attention_patterns(model, captions, encoder="text")
+def test_attention_patterns_of_the_text_encoder_are_causal_and_name_the_words(model: HookedCLIP, world: World) -> None:
+    captions = world.captions[[world.caption_id(5, 6), world.caption_id(6, 5)]]
+    fig = viz.attention_patterns(model, world, captions, encoder="text")
     _, cache = model.text.run_with_cache(captions)
     assert_close(z(fig.data[N_HEADS + 1]), cache["pattern", 0][1, 1])
     assert fig.data[0].x[-1] == "[EOT]"
@@ -122,8 +133,8 @@ def test_attention_patterns_of_the_text_encoder_are_causal_and_name_the_words(mo
 
 
 # ----------------------------------------------------------------------------- terms (Fig. 5a-b, 12-14)
-def test_term_grid_shows_every_decomposition_term_per_head_centred_at_zero(model: HookedCLIP, image: torch.Tensor) -> None:
-    fig = viz.term_grid(model, image)
+def test_term_grid_shows_every_decomposition_term_per_head_centred_at_zero(model: HookedCLIP, image: torch.Tensor, world: World) -> None:
+    fig = viz.term_grid(model, world, image)
     d = decompose(model, image[None])
     terms = model.vision.term_names(0)
     assert len(terms) == 9 and len(fig.data) == len(terms) * N_HEADS
@@ -140,21 +151,21 @@ def test_term_grid_shows_every_decomposition_term_per_head_centred_at_zero(model
     # the CLS row is outlined in every panel
     rects = [s for s in fig.layout.shapes if s.type == "rect"]
     assert len(rects) == len(fig.data)
-    assert all((s.y0, s.y1) == (-0.5, 0.5) and (s.x0, s.x1) == (-0.5, model.world.n_ctx_vision - 0.5) for s in rects)
+    assert all((s.y0, s.y1) == (-0.5, 0.5) and (s.x0, s.x1) == (-0.5, world.n_ctx_vision - 0.5) for s in rects)
     assert {(s.xref, s.yref) for s in rects} == {(tr.xaxis, tr.yaxis) for tr in fig.data}
     assert "CLS row" in fig.layout.title.text and "Fig. 5a" in fig.layout.title.text
 
 
-def test_term_grid_sums_terms_and_the_terms_add_up_to_the_scores(model: HookedCLIP, image: torch.Tensor) -> None:
-    fig = viz.term_grid(model, image, terms=["EP+PP+BP", "+".join(model.vision.term_names(0))])
+def test_term_grid_sums_terms_and_the_terms_add_up_to_the_scores(model: HookedCLIP, image: torch.Tensor, world: World) -> None:
+    fig = viz.term_grid(model, world, image, terms=["EP+PP+BP", "+".join(model.vision.term_names(0))])
     d = decompose(model, image[None])
     assert_close(z(fig.data[1]), d.terms["EP"][0, 1] + d.terms["PP"][0, 1] + d.terms["BP"][0, 1])
     assert_close(z(fig.data[N_HEADS + 2]), d.scores[0, 2], tol=1e-5)
 
 
-def test_term_grid_of_the_text_encoder_blanks_masked_keys_and_marks_the_eot_row(model: HookedCLIP) -> None:
-    caption = model.world.captions[model.world.caption_id(5, 6)]
-    fig = viz.term_grid(model, caption, encoder="text", terms=["EP"])
+def test_term_grid_of_the_text_encoder_blanks_masked_keys_and_marks_the_eot_row(model: HookedCLIP, world: World) -> None:
+    caption = world.captions[world.caption_id(5, 6)]
+    fig = viz.term_grid(model, world, caption, encoder="text", terms=["EP"])
     grid = z(fig.data[0])
     assert np.isnan(grid[np.triu_indices(4, 1)]).all() and np.isfinite(grid[np.tril_indices(4)]).all()
     assert_close(grid[3], decompose(model, caption[None], "text").terms["EP"][0, 0, 3])
@@ -162,8 +173,8 @@ def test_term_grid_of_the_text_encoder_blanks_masked_keys_and_marks_the_eot_row(
     assert "EOT row" in fig.layout.title.text
 
 
-def test_term_profiles_are_the_cls_row_of_each_term(model: HookedCLIP, image: torch.Tensor) -> None:
-    fig = viz.term_profiles(model, image)
+def test_term_profiles_are_the_cls_row_of_each_term(model: HookedCLIP, image: torch.Tensor, world: World) -> None:
+    fig = viz.term_profiles(model, world, image)
     row = pooled_row_terms(model, image[None])
     assert [tr.name for tr in fig.data] == [t for t in ("EE", "EP", "PE", "PP") for _ in range(N_HEADS)]
     for j, t in enumerate(("EE", "EP", "PE", "PP")):
@@ -176,8 +187,8 @@ def test_term_profiles_are_the_cls_row_of_each_term(model: HookedCLIP, image: to
 
 
 # ----------------------------------------------------------------------------- head statistics (Fig. 4c, 5d, 13)
-def test_bias_bars_are_the_head_bias_fractions(model: HookedCLIP) -> None:
-    bias = head_bias(model)
+def test_bias_bars_are_the_head_bias_fractions(model: HookedCLIP, world: World) -> None:
+    bias = head_bias(model, world.probe())
     fig = viz.bias_bars(bias)
     assert [list(tr.x) for tr in fig.data] == [["H0", "H1", "H2", "H3"]] * 2
     assert_close(fig.data[0].y, bias.first)
@@ -190,15 +201,15 @@ def test_bias_bars_are_the_head_bias_fractions(model: HookedCLIP) -> None:
     assert_close(np.sum([tr.y for tr in argmax.data], axis=0), [1.0] * N_HEADS)
 
 
-def test_bias_bars_of_the_text_encoder_speak_of_mentioned_words(model: HookedCLIP) -> None:
-    bias = head_bias(model, "text")
+def test_bias_bars_of_the_text_encoder_speak_of_mentioned_words(model: HookedCLIP, world: World) -> None:
+    bias = head_bias(model, world.probe("unseen_pair", "text"))
     fig = viz.bias_bars(bias)
     assert_close(fig.data[0].y, bias.first)
     assert "first-mentioned" in fig.data[0].name
 
 
-def test_relational_bars_stack_relational_and_label_specific_shares(model: HookedCLIP) -> None:
-    bias = head_bias(model)
+def test_relational_bars_stack_relational_and_label_specific_shares(model: HookedCLIP, world: World) -> None:
+    bias = head_bias(model, world.probe())
     fig = viz.relational_bars(bias)
     assert fig.layout.barmode == "stack"
     for trace, want in zip(fig.data, (bias.relational_first, bias.relational_second, bias.label_specific)):
@@ -207,8 +218,8 @@ def test_relational_bars_stack_relational_and_label_specific_shares(model: Hooke
     assert "Fig. 5d" in fig.layout.title.text
 
 
-def test_term_spread_bars_are_the_term_spread_shares(model: HookedCLIP) -> None:
-    spread = term_spread(model)
+def test_term_spread_bars_are_the_term_spread_shares(model: HookedCLIP, world: World) -> None:
+    spread = term_spread(model, world.probe())
     fig = viz.term_spread_bars(spread)
     assert [tr.name for tr in fig.data] == list(spread)
     for trace, (term, values) in zip(fig.data, spread.items()):
@@ -217,15 +228,15 @@ def test_term_spread_bars_are_the_term_spread_shares(model: HookedCLIP) -> None:
     assert "Fig. 13" in fig.layout.title.text
 
 
-def test_term_gradient_figure_plots_the_profiles_with_monotonicity_and_slope(model: HookedCLIP) -> None:
-    grads = term_gradient(model, terms=("EP", "PP"))
+def test_term_gradient_figure_plots_the_profiles_with_monotonicity_and_slope(model: HookedCLIP, world: World) -> None:
+    grads = term_gradient(model, world.probe(), terms=("EP", "PP"))
     fig = viz.term_gradient_figure(grads)
     assert len(fig.data) == 2 * N_HEADS
     for j, (term, g) in enumerate(grads.items()):
         for h in range(N_HEADS):
             trace = fig.data[j * N_HEADS + h]
             assert_close(trace.y, g.profile[h])
-            assert list(trace.x) == list(range(model.world.cfg.width))
+            assert list(trace.x) == list(range(world.cfg.width))
             assert f"ρ={g.monotonicity[h]:+.2f}" in trace.name and f"slope={g.slope[h]:+.3f}" in trace.name
             assert trace.name.startswith(f"{term}, H{h}")
     assert "CLS" in fig.layout.yaxis.title.text and "pixel column" in fig.layout.xaxis.title.text
@@ -233,9 +244,9 @@ def test_term_gradient_figure_plots_the_profiles_with_monotonicity_and_slope(mod
 
 # ----------------------------------------------------------------------------- ablation (Fig. 5e)
 @pytest.fixture(scope="module")
-def ablation_outputs(model: HookedCLIP) -> dict[str, dict]:
-    return {"EP": evaluate_ablation(model, Ablation(terms=("EP",))),
-            "EP+PP+BP": evaluate_ablation(model, Ablation(terms=("EP", "PP", "BP")))}
+def ablation_outputs(model: HookedCLIP, world: World) -> dict[str, dict]:
+    return {"EP": evaluate_ablation(model, world, Ablation(terms=("EP",))),
+            "EP+PP+BP": evaluate_ablation(model, world, Ablation(terms=("EP", "PP", "BP")))}
 
 
 def test_ablation_bars_from_one_evaluate_ablation_output(ablation_outputs: dict[str, dict]) -> None:
@@ -267,14 +278,14 @@ def test_ablation_names() -> None:
 
 
 # ----------------------------------------------------------------------------- similarity, training, text
-def test_similarity_heatmap_is_the_cosine_matrix_of_the_split(model: HookedCLIP) -> None:
-    data = model.world["unseen_pair"]
-    fig = viz.similarity_heatmap(model, "unseen_pair", max_images=len(data))
+def test_similarity_heatmap_is_the_cosine_matrix_of_the_split(model: HookedCLIP, world: World) -> None:
+    data = world["unseen_pair"]
+    fig = viz.similarity_heatmap(model, world, "unseen_pair", max_images=len(data))
     ids = torch.unique(data.true_captions)
-    assert_close(z(fig.data[0]), similarity_matrix(model, data)[:, ids], tol=1e-5)
-    assert list(fig.data[0].x) == [model.world.caption_text(int(c)) for c in ids]
+    assert_close(z(fig.data[0]), similarity_matrix(model, world, data)[:, ids], tol=1e-5)
+    assert list(fig.data[0].x) == [world.caption_text(int(c)) for c in ids]
     assert fig.data[0].zmid == 0 and fig.layout.xaxis.title.text == "caption"
-    few = viz.similarity_heatmap(model, "unseen_pair", max_images=10)
+    few = viz.similarity_heatmap(model, world, "unseen_pair", max_images=10)
     assert z(few.data[0]).shape == (10, len(ids))
     assert "Fig. 3" in fig.layout.title.text
 
@@ -306,16 +317,16 @@ def test_training_curves_read_metrics_jsonl_and_checkpoint_directories(tmp_path)
     assert viz.training_curves(tmp_path / "metrics.jsonl").to_dict()["data"] == want
     assert viz.training_curves(str(tmp_path)).to_dict()["data"] == want
     (tmp_path / "bad.jsonl").write_text("{not json\n")
-    with pytest.raises(CircuitsError, match="not JSON lines"):
+    with pytest.raises(CircuitsError, match="line 1 is not valid JSON"):
         viz.training_curves(tmp_path / "bad.jsonl")
-    with pytest.raises(CircuitsError, match="cannot read"):
+    with pytest.raises(CircuitsError, match="missing.jsonl is missing"):
         viz.training_curves(tmp_path / "missing.jsonl")
 
 
-def test_text_attention_is_the_eot_row_mean_and_std_over_the_captions(model: HookedCLIP) -> None:
-    ids = torch.unique(model.world["unseen_pair"].captions)
-    fig = viz.text_attention(model)
-    _, cache = model.text.run_with_cache(model.world.captions[ids])
+def test_text_attention_is_the_eot_row_mean_and_std_over_the_captions(model: HookedCLIP, world: World) -> None:
+    ids = torch.unique(world["unseen_pair"].captions)
+    fig = viz.text_attention(model, world)
+    _, cache = model.text.run_with_cache(world.captions[ids])
     eot = cache["pattern", 0][:, :, -1]  # [caption, head, key]
     for h in range(N_HEADS):
         assert_close(fig.data[h].y, eot[:, h].mean(0))
@@ -325,9 +336,9 @@ def test_text_attention_is_the_eot_row_mean_and_std_over_the_captions(model: Hoo
     assert "EOT" in fig.layout.yaxis.title.text and "Fig. 6" in fig.layout.title.text
 
 
-def test_every_figure_names_its_paper_figure(model: HookedCLIP, image: torch.Tensor) -> None:
+def test_every_figure_names_its_paper_figure(model: HookedCLIP, image: torch.Tensor, world: World) -> None:
     """Docstrings cite the figure the function reproduces."""
     for name in ("attention_patterns", "term_grid", "term_profiles", "bias_bars", "relational_bars", "ablation_bars",
                  "similarity_heatmap", "training_curves", "term_spread_bars", "text_attention", "term_gradient_figure"):
         assert "Fig. " in getattr(viz, name).__doc__, name
-    assert not math.isnan(float(np.nanmax(z(viz.term_grid(model, image, terms=["EP"]).data[0]))))
+    assert not math.isnan(float(np.nanmax(z(viz.term_grid(model, world, image, terms=["EP"]).data[0]))))

@@ -28,10 +28,19 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from circuits.config import WorldConfig
+from circuits.data import retrieval
 from circuits.data.vocab import BACKGROUND, Vocab
-from circuits.errors import ConfigError
+from circuits.errors import CircuitsError, ConfigError
+from circuits.tasks.base import Probe
 
 CAPTION_LEN = 4
+
+
+class UnknownSplit(CircuitsError, KeyError):
+    """A split name the world does not have (a `KeyError` too, as ``world[name]`` is a lookup)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,15 @@ EVAL_SPLITS = ("single_object", "seen_pair", "unseen_pair")
 
 
 class World:
-    """Deterministic function of its `WorldConfig`: same config, same tensors."""
+    """Deterministic function of its `WorldConfig`: same config, same tensors.
+
+    A `circuits.tasks.Task`: it gives the CLIP pair its sizes (`model_sizes`), scores a model by
+    retrieval (`evaluate`) and marks the two objects of its inputs for head statistics (`probe`).
+    """
+
+    split_names: tuple[str, ...] = SPLIT_NAMES
+    eval_splits: tuple[str, ...] = EVAL_SPLITS
+    CHUNK = 4096  # images per forward pass in `similarity`
 
     def __init__(self, cfg: WorldConfig):
         cfg.validate()
@@ -120,6 +137,15 @@ class World:
     def n_captions(self) -> int:
         return self.captions.shape[0]
 
+    def model_sizes(self) -> dict[str, int]:
+        """Constructor sizes of the CLIP pair for this world (`circuits.models.HookedCLIP`)."""
+        return {
+            "d_vocab_vision": self.d_vocab_vision,
+            "n_ctx_vision": self.n_ctx_vision,
+            "d_vocab_text": self.d_vocab_text,
+            "n_ctx_text": self.n_ctx_text,
+        }
+
     def column(self, pixel: int | Tensor) -> int | Tensor:
         """Horizontal coordinate of a pixel index (row-major layout)."""
         return pixel % self.cfg.width
@@ -132,7 +158,7 @@ class World:
 
     def __getitem__(self, name: str) -> Split:
         if name not in self.splits:
-            raise KeyError(f"unknown split {name!r}; splits are {', '.join(self.splits)}")
+            raise UnknownSplit(f"unknown split {name!r}; splits are {', '.join(self.splits)}")
         return self.splits[name]
 
     @cached_property
@@ -265,3 +291,64 @@ class World:
     def summary(self) -> dict[str, int]:
         """Sizes of every split and of the caption table."""
         return {**{name: len(s) for name, s in self.splits.items()}, "captions": self.n_captions}
+
+    # ----------------------------------------------------------- the task
+    @torch.no_grad()
+    def caption_embeddings(self, model, pooled_only: bool = True) -> Tensor:
+        """Unit-norm text embeddings of every candidate caption, [n_captions, d]."""
+        captions = self.captions.to(model.device)
+        return torch.nn.functional.normalize(model.encode_text(captions, pooled_only=pooled_only), dim=-1)
+
+    @torch.no_grad()
+    def image_embeddings(self, model, images: Int[Tensor, "n seq"], pooled_only: bool = True) -> Tensor:
+        """Unit-norm image embeddings, [n, d], computed in chunks."""
+        parts = [model.encode_image(chunk.to(model.device), pooled_only=pooled_only) for chunk in images.split(self.CHUNK)]
+        return torch.nn.functional.normalize(torch.cat(parts), dim=-1)
+
+    def similarity(self, model, images: Int[Tensor, "n seq"], pooled_only: bool = True) -> Tensor:
+        """Cosine similarity of each image with every candidate caption, [n, n_captions]."""
+        return self.image_embeddings(model, images, pooled_only) @ self.caption_embeddings(model, pooled_only).T
+
+    def evaluate(self, model, splits: tuple[str, ...] | None = None, pooled_only: bool = True) -> dict[str, float]:
+        """Retrieval accuracy per split (true captions on top), plus ``label_set`` (App. H) and,
+        for bidirectional captions, ``top1`` / ``top2`` of the unseen-pair split (Sec. 7)."""
+        texts = self.caption_embeddings(model, pooled_only)
+        out: dict[str, float] = {}
+        for name in splits or self.eval_splits:
+            split = self[name]
+            sim = self.image_embeddings(model, split.images, pooled_only) @ texts.T
+            truth = split.truth(self.n_captions).to(sim.device)
+            out[name] = retrieval.mean(retrieval.true_captions_on_top(sim, truth))
+            if name == "unseen_pair":
+                out["label_set"] = retrieval.mean(retrieval.label_set_correct(sim, split.objects, self.caption_objects))
+                if self.cfg.captions == "bidirectional":
+                    out["top1"] = retrieval.mean(retrieval.top1_correct(sim, truth))
+                    out["top2"] = out[name]
+        return out
+
+    def probe(self, split: str = "unseen_pair", encoder: str = "vision") -> Probe:
+        """The two-object images of ``split`` (vision: first = left object, at its pixel + 1 for
+        [CLS]) or the distinct two-object captions of its images (text: subject at word 0,
+        object at word 2; [EOT] is the query)."""
+        data = self[split]
+        if data.objects.shape[1] < 2 or bool((data.objects[:, 1] < 0).any()):
+            pairs = [n for n, s in self.splits.items() if s.objects.shape[1] >= 2]
+            raise CircuitsError(f"split {split!r} does not hold two-object images; use {', '.join(pairs)}")
+        if encoder == "vision":
+            pixels = torch.arange(self.cfg.n_pixels)
+            columns = torch.cat([torch.tensor([-1]), pixels % self.cfg.width])
+            rows = torch.cat([torch.tensor([-1]), pixels // self.cfg.width])
+            return Probe(data.images, data.positions[:, 0] + 1, data.positions[:, 1] + 1, columns,
+                         encoder="vision", split=split, names=("left", "right"), rows=rows)
+        if encoder != "text":
+            raise CircuitsError(f"unknown encoder {encoder!r}; encoders are vision, text")
+        ids = torch.unique(data.true_captions[data.true_captions >= 0])
+        n = len(ids)
+        return Probe(self.captions[ids], torch.zeros(n, dtype=torch.long), torch.full((n,), 2),
+                     torch.tensor([0, 1, 2, -1]), encoder="text", split=split, names=("subject", "object"))
+
+    def position_labels(self, tokens: Int[Tensor, " pos"], encoder: str = "vision") -> list[str]:
+        """``CLS, p0, p1, ...`` (pixel index) for an image, the words for a caption."""
+        if encoder == "vision":
+            return ["CLS"] + [f"p{i}" for i in range(len(tokens) - 1)]
+        return [self.vocab.text_token_str(int(t)) for t in tokens]

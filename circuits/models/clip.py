@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from circuits.config import RunConfig
-from circuits.data import World
+from circuits.config import ModelConfig, RunConfig
+from circuits.tasks import Task
 from circuits.models.components import init_normal_
 from circuits.models.encoder import HookedEncoder, HookedTextEncoder, HookedVisionEncoder
 
@@ -22,19 +22,37 @@ Hooks = list[tuple[str | Callable[[str], bool], Callable]]
 
 class HookedCLIP(nn.Module):
     """``.vision`` and ``.text`` are `HookedRootModule`s with their own hook names; ``.cfg`` is the
-    full `RunConfig` that made the model and ``.world`` the `World` it was built for."""
+    `ModelConfig` that made the pair. Built from sizes, never from a dataset::
 
-    def __init__(self, cfg: RunConfig, world: World | None = None):
+        HookedCLIP(cfg.model, **world.model_sizes(), seed=cfg.train.seed)
+
+    ``seed`` draws the initial weights (vision encoder, text encoder, text projection, in
+    that order, from one generator)."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        *,
+        d_vocab_vision: int,
+        n_ctx_vision: int,
+        d_vocab_text: int,
+        n_ctx_text: int,
+        seed: int = 0,
+    ):
         super().__init__()
         self.cfg = cfg
-        self.world = world if world is not None else World(cfg.world)
-        gen = torch.Generator().manual_seed(cfg.train.seed)
-        vis, txt = cfg.model.vision, cfg.model.text
-        self.vision = HookedVisionEncoder(vis, self.world.d_vocab_vision, self.world.n_ctx_vision, generator=gen)
-        self.text = HookedTextEncoder(txt, self.world.d_vocab_text, self.world.n_ctx_text, generator=gen)
+        gen = torch.Generator().manual_seed(seed)
+        vis, txt = cfg.vision, cfg.text
+        self.vision = HookedVisionEncoder(vis, d_vocab_vision, n_ctx_vision, generator=gen)
+        self.text = HookedTextEncoder(txt, d_vocab_text, n_ctx_text, generator=gen)
         self.text_projection = nn.Parameter(torch.empty(txt.d_model, vis.d_model))
         init_normal_(self.text_projection, 1.0 / math.sqrt(txt.d_model), gen)
-        self.logit_scale = nn.Parameter(torch.tensor(float(cfg.model.logit_scale_init)))
+        self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)))
+
+    @classmethod
+    def for_task(cls, cfg: RunConfig, task: Task) -> HookedCLIP:
+        """The pair ``cfg.model`` describes, sized for ``task``, initialised from ``cfg.train.seed``."""
+        return cls(cfg.model, **task.model_sizes(), seed=cfg.train.seed)
 
     @property
     def device(self) -> torch.device:
@@ -43,7 +61,7 @@ class HookedCLIP(nn.Module):
     @property
     def scale(self) -> Tensor:
         """exp(logit_scale), capped at ``model.logit_scale_max``."""
-        return self.logit_scale.exp().clamp(max=self.cfg.model.logit_scale_max)
+        return self.logit_scale.exp().clamp(max=self.cfg.logit_scale_max)
 
     def encode_image(self, images: Int[Tensor, "n seq"], pooled_only: bool = False) -> Float[Tensor, "n d"]:
         return self.vision(images, pooled_only=pooled_only)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -17,18 +16,13 @@ import torch
 from tqdm.auto import tqdm
 
 from circuits.config import RunConfig, TrainConfig
-from circuits.data import World
+from circuits.checkpoint import Run, resolve_device
 from circuits.evaluate import evaluate
 from circuits.models import HookedCLIP
+from circuits.tasks import build_task
 from circuits.train.loss import clip_loss
 
 Metrics = dict[str, float]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def make_optimizer(model: HookedCLIP, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -41,15 +35,7 @@ def make_optimizer(model: HookedCLIP, cfg: TrainConfig) -> torch.optim.AdamW:
     )
 
 
-@dataclass
-class TrainResult:
-    model: HookedCLIP
-    history: list[Metrics] = field(default_factory=list)  # one row per evaluation
-    seconds: float = 0.0
-
-    @property
-    def final(self) -> Metrics:
-        return self.history[-1] if self.history else {}
+TrainResult = Run  # what `train` returns
 
 
 def train(
@@ -59,7 +45,7 @@ def train(
     metrics_path: Path | None = None,
     on_eval: Callable[[Metrics], None] | None = None,
     pooled_only: bool = True,
-) -> TrainResult:
+) -> Run:
     """Train a CLIP pair from scratch as `cfg` says; deterministic given the config.
 
     Every ``train.eval_every`` steps (and at the last step) the accuracies of all splits are
@@ -71,8 +57,8 @@ def train(
     """
     tc = cfg.train
     device = resolve_device(tc.device)
-    world = World(cfg.world)
-    model = HookedCLIP(cfg, world).to(device)
+    world = build_task(cfg)
+    model = HookedCLIP.for_task(cfg, world).to(device)
     optimizer = make_optimizer(model, tc)
 
     data = world.train.to(device)
@@ -81,7 +67,7 @@ def train(
     truth = data.truth(world.n_captions)[:, caption_ids]
     sampler = torch.Generator().manual_seed(tc.seed)
 
-    result = TrainResult(model)
+    result = Run(cfg, model, world)
     start = time.perf_counter()
     bar = tqdm(range(1, tc.steps + 1), desc="train", disable=not progress, dynamic_ncols=True)
     for step in bar:
@@ -98,7 +84,7 @@ def train(
         optimizer.step()
 
         if step % tc.eval_every == 0 or step == tc.steps:
-            row = {"step": step, "loss": loss.item(), "scale": model.scale.item(), **evaluate(model, _ALL_SPLITS)}
+            row = {"step": step, "loss": loss.item(), "scale": model.scale.item(), **evaluate(model, world, world.split_names)}
             row["seconds"] = round(time.perf_counter() - start, 3)
             result.history.append(row)
             if metrics_path is not None:
@@ -113,5 +99,3 @@ def train(
     result.seconds = time.perf_counter() - start
     return result
 
-
-_ALL_SPLITS = ("train_single", "train_pair", "single_object", "seen_pair", "unseen_pair")

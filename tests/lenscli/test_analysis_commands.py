@@ -13,7 +13,8 @@ import torch
 from typer.testing import CliRunner
 
 from circuits.ablate import Ablation, evaluate_ablation
-from circuits.checkpoint import load, train_to_directory
+from circuits.checkpoint import load
+from circuits.train import train_to_directory
 from circuits.stats import head_bias, term_summary
 from conftest import assert_tree_close
 from lenscli.app import app
@@ -47,10 +48,11 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory, make_tiny_cfg) -> Path:
 # ------------------------------------------------------------------------------ decompose
 def test_decompose_json_is_the_term_summary_and_a_profile_that_adds_up(ckpt: Path) -> None:
     out = json.loads(run("decompose", "--ckpt", ckpt, "--image", "0 3 0 0 5 0", "--json"))
-    model = load(ckpt)
-    assert_tree_close(out["summary"], term_summary(model, "vision", "unseen_pair", 0))
+    run_ = load(ckpt)
+    model, world = run_.model, run_.task
+    assert_tree_close(out["summary"], term_summary(model, world.probe("unseen_pair"), 0))
     profile = out["profile"]
-    assert profile["tokens"] == [model.world.vocab.cls, 0, 3, 0, 0, 5, 0]
+    assert profile["tokens"] == [world.vocab.cls, 0, 3, 0, 0, 5, 0]
     assert profile["keys"] == ["CLS", "p0", "p1", "p2", "p3", "p4", "p5"]
     base_terms = model.vision.term_names(0)
     total = sum(torch.tensor(profile["terms"][t]) for t in base_terms)  # [head, key]
@@ -78,7 +80,8 @@ def test_decompose_table_lists_every_head_and_term(ckpt: Path) -> None:
 # --------------------------------------------------------------------------------- ablate
 def test_ablate_json_matches_the_library_and_eval(ckpt: Path) -> None:
     out = json.loads(run("ablate", "--ckpt", ckpt, "--term", "EP", "--term", "PP", "--value", "P", "--heads", "1", "--json"))
-    want = evaluate_ablation(load(ckpt), Ablation(terms=("EP", "PP"), values=("P",), heads=(1,)))
+    loaded = load(ckpt)
+    want = evaluate_ablation(loaded.model, loaded.task, Ablation(terms=("EP", "PP"), values=("P",), heads=(1,)))
     assert out.keys() == {"baseline", "ablated", "ablation"}
     assert out["baseline"].keys() == out["ablated"].keys() == ACCURACY_KEYS
     assert out["ablated"] == pytest.approx(want["ablated"])
@@ -122,9 +125,10 @@ def test_ablating_ep_pp_bp_of_the_default_model_leaves_only_label_information(de
 # ----------------------------------------------------------------------------------- bias
 def test_bias_json_is_the_library_head_bias(ckpt: Path) -> None:
     out = json.loads(run("bias", "--ckpt", ckpt, "--json"))
-    want = head_bias(load(ckpt), "vision", "unseen_pair", 0)
+    loaded = load(ckpt)
+    want = head_bias(loaded.model, loaded.task.probe("unseen_pair"), 0)
     assert_tree_close(out["heads"], want.rows())
-    assert out["n_inputs"] == len(load(ckpt).world["unseen_pair"])
+    assert out["n_inputs"] == len(loaded.task["unseen_pair"])
     for row in out["heads"]:
         assert row["first"] + row["second"] <= 1 + 1e-6
         assert row["relational_first"] + row["relational_second"] + row["label_specific"] == pytest.approx(1, abs=1e-6)

@@ -3,6 +3,7 @@ every bad input ends as one ``error: ...`` line on stderr with exit code 2, neve
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -96,7 +97,7 @@ def test_config_file_then_set_overrides(tmp_path: Path, monkeypatch: pytest.Monk
         seen.append(cfg)
         raise CheckpointError("stop here")
 
-    monkeypatch.setattr("circuits.checkpoint.train_to_directory", fake_train)
+    monkeypatch.setattr(importlib.import_module("circuits.train"), "train_to_directory", fake_train)
     config = tmp_path / "partial.json"
     config.write_text(json.dumps({"train": {"steps": 7, "lr": 0.01}, "world": {"seed": 5}}))
 

@@ -15,8 +15,7 @@ from circuits.models.positional import Rotary
 SIDES = ("vision", "text")
 
 
-def tokens_for(model, side: str, n: int = 6) -> torch.Tensor:
-    world = model.world
+def tokens_for(world, side: str, n: int = 6) -> torch.Tensor:
     if side == "vision":
         parts = [world["train_single"].images[:n], world["unseen_pair"].images[:n], world["train_pair"].images[:n]]
         return torch.cat(parts)
@@ -24,10 +23,10 @@ def tokens_for(model, side: str, n: int = 6) -> torch.Tensor:
 
 
 @pytest.fixture
-def cached(rand_model, request):
+def cached(rand_model, rand_world, request):
     side = request.param
     enc = rand_model.encoders[side]
-    tokens = tokens_for(rand_model, side)
+    tokens = tokens_for(rand_world, side)
     _, cache = enc.run_with_cache(tokens)
     return enc, cache
 
@@ -111,9 +110,9 @@ def test_residual_stream_adds_up(cached):
 
 
 @pytest.mark.parametrize("side", SIDES)
-def test_decomposed_score_terms_sum_to_the_scores(rand_model, side):
+def test_decomposed_score_terms_sum_to_the_scores(rand_model, rand_world, side):
     enc = rand_model.encoders[side]
-    tokens = tokens_for(rand_model, side, n=4)
+    tokens = tokens_for(rand_world, side, n=4)
     _, cache = enc.run_with_cache(tokens, decompose=True)
     for layer in range(enc.cfg.n_layers):
         terms = enc.term_names(layer)

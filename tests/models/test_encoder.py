@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from transformer_lens import ActivationCache
 
 from circuits.config import EncoderConfig, RunConfig
+from conftest import clip_for
 from circuits.models import HookedCLIP, HookedEncoder, HookedTextEncoder, HookedVisionEncoder
 
 SIDES = ("vision", "text")
@@ -144,8 +145,8 @@ def test_parameters_follow_transformer_lens_names_and_shapes(rand_model, side):
     assert ("ln_final.w" in params) == (cfg.normalization == "pre")
 
 
-def test_vocabulary_and_context_come_from_the_world(rand_model):
-    world = rand_model.world
+def test_vocabulary_and_context_come_from_the_world(rand_model, rand_world):
+    world = rand_world
     assert (rand_model.vision.d_vocab, rand_model.vision.n_ctx) == (world.d_vocab_vision, world.n_ctx_vision)
     assert (rand_model.text.d_vocab, rand_model.text.n_ctx) == (world.d_vocab_text, world.n_ctx_text)
     assert isinstance(rand_model.vision, HookedVisionEncoder) and isinstance(rand_model.text, HookedTextEncoder)
@@ -173,12 +174,12 @@ def test_cache_is_an_activation_cache_with_transformer_lens_shorthand(rand_model
 
 
 def test_cache_without_batch_dim():
-    model = HookedCLIP(
+    model, world = clip_for(
         RunConfig().with_overrides(
             {"model.vision.d_model": 16, "model.vision.d_head": 4, "model.text.d_model": 16, "model.text.d_head": 4}
         )
     )
-    tokens = model.world["train_pair"].images[:1]
+    tokens = world["train_pair"].images[:1]
     _, cache = model.vision.run_with_cache(tokens, remove_batch_dim=True)
     assert cache["pattern", 0].shape == (4, 11, 11)
 
@@ -217,16 +218,16 @@ def test_text_pattern_is_zero_above_the_diagonal(rand_model):
         assert (pattern[..., ~future] > 0).all()
 
 
-def test_vision_cls_attends_to_every_pixel(rand_model):
+def test_vision_cls_attends_to_every_pixel(rand_model, rand_world):
     enc = rand_model.vision
-    _, cache = enc.run_with_cache(rand_model.world["train_pair"].images[:4])
+    _, cache = enc.run_with_cache(rand_world["train_pair"].images[:4])
     for layer in range(enc.cfg.n_layers):
         assert (cache["pattern", layer][:, :, 0, :] > 0).all()
 
 
-def test_vision_pooled_output_depends_on_every_pixel(rand_model):
+def test_vision_pooled_output_depends_on_every_pixel(rand_model, rand_world):
     enc = rand_model.vision
-    image = rand_model.world["train_pair"].images[0]
+    image = rand_world["train_pair"].images[0]
     variants = image.repeat(enc.n_ctx - 1, 1)
     pixels = torch.arange(1, enc.n_ctx)
     variants[pixels - 1, pixels] = (image[pixels] + 1) % (enc.d_vocab - 1)  # a different label or background
@@ -280,8 +281,8 @@ def test_decomposed_path_reproduces_every_plain_activation(rand_model, side):
         torch.testing.assert_close(dec[name], plain[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_pooled_only_similarity_matches_full_similarity(rand_model):
-    world = rand_model.world
+def test_pooled_only_similarity_matches_full_similarity(rand_model, rand_world):
+    world = rand_world
     images = world["train_pair"].images[:10] if len(world["train_pair"]) else world["train_single"].images[:10]
     with torch.no_grad():
         torch.testing.assert_close(
@@ -292,10 +293,9 @@ def test_pooled_only_similarity_matches_full_similarity(rand_model):
         )
 
 
-def _loss_and_grads(model: HookedCLIP, pooled_only: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _loss_and_grads(model: HookedCLIP, world, pooled_only: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     from circuits.train import clip_loss
 
-    world = model.world
     data = world.train
     ids = world.train_caption_ids
     img = F.normalize(model.encode_image(data.images, pooled_only=pooled_only), dim=-1)
@@ -312,9 +312,10 @@ def _loss_and_grads(model: HookedCLIP, pooled_only: bool) -> tuple[torch.Tensor,
 
 
 def test_training_gradients_through_the_fast_path_match_the_full_path(rand_run_cfg):
-    model = HookedCLIP(rand_run_cfg).train()
-    loss_full, g_full = _loss_and_grads(model, pooled_only=False)
-    loss_fast, g_fast = _loss_and_grads(model, pooled_only=True)
+    model, world = clip_for(rand_run_cfg)
+    model.train()
+    loss_full, g_full = _loss_and_grads(model, world, pooled_only=False)
+    loss_fast, g_fast = _loss_and_grads(model, world, pooled_only=True)
     torch.testing.assert_close(loss_fast, loss_full, rtol=1e-5, atol=1e-6)
     assert g_full.keys() == g_fast.keys()
     scale = max(g.abs().max() for g in g_full.values())

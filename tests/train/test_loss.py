@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from circuits.train import clip_loss, clip_loss_reference
+from conftest import clip_for
 
 
 def textbook_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -163,8 +164,9 @@ def test_loss_floor_with_a_caption_shared_by_two_images():
 def test_gradient_flows_into_both_encoders_and_the_logit_scale(tiny_cfg):
     from circuits.models import HookedCLIP
 
-    model = HookedCLIP(tiny_cfg).train()
-    world = model.world
+    model, world = clip_for(tiny_cfg)
+    model.train()
+    world = world
     ids = world.train_caption_ids
     img = F.normalize(model.encode_image(world.train.images, pooled_only=True), dim=-1)
     txt = F.normalize(model.encode_text(world.captions[ids], pooled_only=True), dim=-1)

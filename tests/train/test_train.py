@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from circuits.config import RunConfig
+from conftest import clip_for
 from circuits.evaluate import evaluate
 from circuits.models import HookedCLIP
 from circuits.train import make_optimizer, train
@@ -43,7 +44,7 @@ def test_training_twice_gives_bit_identical_weights_and_metrics(trained_pair):
 
 def test_training_changes_the_weights_and_lowers_the_loss(trained_pair):
     cfg, a, _ = trained_pair
-    init = state(HookedCLIP(cfg))
+    init = state(clip_for(cfg)[0])
     trained = state(a.model)
     assert all(not torch.equal(init[k], trained[k]) for k in init), "every parameter should move"
     first_loss = a.history[0]["loss"]
@@ -59,14 +60,14 @@ def test_a_different_train_seed_gives_different_weights(trained_pair):
 
 def test_the_world_seed_does_not_change_the_initialisation(trained_pair):
     cfg, _, _ = trained_pair
-    a, b = HookedCLIP(cfg), HookedCLIP(cfg.with_overrides({"world.seed": 3}))
+    (a, _), (b, _) = clip_for(cfg), clip_for(cfg.with_overrides({"world.seed": 3}))
     assert same_weights(state(a), state(b))
 
 
 def test_minibatch_training_runs_is_deterministic_and_differs_from_full_batch(trained_pair):
     cfg, full, _ = trained_pair
     mini_cfg = cfg.with_overrides({"train.batch_size": 64})
-    assert len(full.model.world.train) > 64
+    assert len(full.task.train) > 64
     m1 = train(mini_cfg, progress=False)
     m2 = train(mini_cfg, progress=False)
     assert same_weights(state(m1.model), state(m2.model))
@@ -76,7 +77,7 @@ def test_minibatch_training_runs_is_deterministic_and_differs_from_full_batch(tr
 
 def test_batch_size_at_least_the_dataset_is_full_batch(trained_pair):
     cfg, full, _ = trained_pair
-    n = len(full.model.world.train)
+    n = len(full.task.train)
     big = train(cfg.with_overrides({"train.batch_size": n, "train.steps": 10}), progress=False)
     ref = train(cfg.with_overrides({"train.steps": 10}), progress=False)
     assert same_weights(state(big.model), state(ref.model))
@@ -111,7 +112,7 @@ def test_zero_steps_returns_the_initial_model_without_metrics(make_tiny_cfg):
     cfg = make_tiny_cfg().with_overrides({"train.steps": 0})
     result = train(cfg, progress=False)
     assert result.history == [] and result.final == {}
-    assert same_weights(state(result.model), state(HookedCLIP(cfg)))
+    assert same_weights(state(result.model), state(clip_for(cfg)[0]))
 
 
 def test_bidirectional_runs_report_top1_and_top2(make_tiny_cfg):
@@ -132,7 +133,7 @@ def test_trained_model_is_returned_in_eval_mode(trained_pair):
 # -------------------------------------------------------------------------------- optimiser
 def test_adamw_decays_every_parameter_except_the_logit_scale(tiny_cfg):
     cfg = tiny_cfg.with_overrides({"train.weight_decay": 0.25, "train.lr": 2e-3, "train.beta1": 0.8, "train.beta2": 0.9})
-    model = HookedCLIP(cfg)
+    model, world = clip_for(cfg)
     opt = make_optimizer(model, cfg.train)
     assert isinstance(opt, torch.optim.AdamW)
     trainable = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
@@ -151,7 +152,7 @@ def test_adamw_decays_every_parameter_except_the_logit_scale(tiny_cfg):
 
 def test_frozen_parameters_are_not_optimised(tiny_cfg):
     cfg = tiny_cfg.with_overrides({"model.vision.qkv_bias": False})
-    model = HookedCLIP(cfg)
+    model, world = clip_for(cfg)
     opt = make_optimizer(model, cfg.train)
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert id(model.vision.blocks[0].attn.b_Q) not in in_opt
@@ -165,7 +166,7 @@ def test_weight_decay_is_decoupled_and_spares_the_logit_scale(tiny_cfg):
     base = tiny_cfg.with_overrides({"train.steps": 1, "train.eval_every": 1, "train.lr": lr})
     plain = dict(train(base.with_overrides({"train.weight_decay": 0.0}), progress=False).model.named_parameters())
     decay = dict(train(base.with_overrides({"train.weight_decay": wd}), progress=False).model.named_parameters())
-    init = dict(HookedCLIP(base).named_parameters())
+    init = dict(clip_for(base)[0].named_parameters())
     assert torch.equal(plain["logit_scale"], decay["logit_scale"])
     assert not torch.equal(plain["logit_scale"], init["logit_scale"])
     for name, p0 in init.items():

@@ -1,0 +1,41 @@
+"""Training straight into a checkpoint directory, and reusing one that is already there."""
+
+from __future__ import annotations
+
+from circuits.checkpoint import CONFIG, METRICS, PathLike, Run, _atomic_directory, _target, load, read_config, write_model
+from circuits.config import RunConfig
+from circuits.errors import CheckpointError
+from circuits.train.loop import train
+
+
+def train_to_directory(cfg: RunConfig, out: PathLike, *, force: bool = False, progress: bool = True) -> Run:
+    """Train a model as `cfg` says and save it as a checkpoint at `out`.
+
+    The output location is checked before training starts, so a run is never thrown away at the
+    end for want of a place to put it; metrics rows are streamed to the checkpoint's
+    ``metrics.jsonl`` (inside the not yet visible temporary directory) as they are computed.
+    """
+    target = _target(out)
+    with _atomic_directory(target, force=force) as tmp:
+        (tmp / METRICS).touch()
+        run = train(cfg, progress=progress, metrics_path=tmp / METRICS)
+        write_model(cfg, run.model, tmp)
+    run.path = target
+    return run
+
+
+def train_or_load(cfg: RunConfig, directory: PathLike, *, retrain: bool = False, progress: bool = True) -> tuple[Run, bool]:
+    """The checkpoint of `cfg` at `directory`: loaded if it is already there, trained otherwise.
+
+    Returns ``(run, trained)``. A checkpoint there that was trained with a different config is
+    an error (one line), never silently reused or replaced; ``retrain`` replaces it (only if it
+    is a checkpoint).
+    """
+    target = _target(directory)
+    if not retrain and (target / CONFIG).is_file():
+        if read_config(target).to_dict() != cfg.to_dict():
+            raise CheckpointError(
+                f"{target} holds a checkpoint trained with a different config; use another directory or retrain"
+            )
+        return load(target), False
+    return train_to_directory(cfg, target, force=retrain, progress=progress), True
