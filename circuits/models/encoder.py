@@ -21,6 +21,7 @@ from transformer_lens.hook_points import HookPoint
 
 from circuits.config import EncoderConfig
 from circuits.models.attention import Attention
+from circuits.models.masks import AttentionMask, make_mask
 from circuits.models.components import MLP, Embed, LayerNorm, Sources, fan_in_std, init_normal_
 from circuits.models.positional import make_pos_embed
 
@@ -36,11 +37,13 @@ class NoNorm(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, cfg: EncoderConfig, n_ctx: int, layer: int, stream_sources: list[str]):
+    def __init__(
+        self, cfg: EncoderConfig, n_ctx: int, layer: int, stream_sources: list[str], mask: AttentionMask | None = None
+    ):
         super().__init__()
         pre_ln = cfg.normalization == "pre"
         self.ln1 = LayerNorm(cfg.d_model) if pre_ln else NoNorm()
-        self.attn = Attention(cfg, n_ctx, [*stream_sources, *(["N"] if pre_ln else [])])
+        self.attn = Attention(cfg, n_ctx, [*stream_sources, *(["N"] if pre_ln else [])], mask)
         self.mlp = None if cfg.attn_only else MLP(cfg.d_model, cfg.d_mlp)
         self.ln2 = LayerNorm(cfg.d_model) if pre_ln and self.mlp is not None else NoNorm()
         self.dropout = nn.Dropout(cfg.dropout)
@@ -94,6 +97,7 @@ class HookedEncoder(HookedRootModule):
     ``forward(tokens)`` returns the pooled representation [batch, d_model]. Pass
     ``decompose=True`` (or use `decomposed()`) to run the analysis path that exposes every
     attention-score term and value source as a hook (see `circuits.models.attention`).
+    ``mask`` overrides the attention mask ``cfg.mask`` names (any `AttentionMask`).
     """
 
     pool_index: int = 0
@@ -104,9 +108,11 @@ class HookedEncoder(HookedRootModule):
         d_vocab: int,
         n_ctx: int,
         generator: torch.Generator | None = None,
+        mask: AttentionMask | None = None,
     ):
         super().__init__()
         self.cfg, self.d_vocab, self.n_ctx = cfg, d_vocab, n_ctx
+        self.mask = mask if mask is not None else make_mask(cfg.mask)
         self.decompose = False
         self.embed = Embed(d_vocab, cfg.d_model)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
@@ -114,7 +120,7 @@ class HookedEncoder(HookedRootModule):
         if self.pos_embed is not None:
             self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
         self.blocks = nn.ModuleList(
-            TransformerBlock(cfg, n_ctx, layer, self.stream_sources(layer)) for layer in range(cfg.n_layers)
+            TransformerBlock(cfg, n_ctx, layer, self.stream_sources(layer), self.mask) for layer in range(cfg.n_layers)
         )
         self.ln_final = LayerNorm(cfg.d_model) if cfg.normalization == "pre" else NoNorm()
         self.hook_pooled = HookPoint()  # [batch, d_model]
