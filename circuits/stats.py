@@ -34,6 +34,7 @@ from torch import Tensor
 from circuits.decompose import PooledRow, check_layer, combine, get_encoder, pooled_row_terms
 from circuits.errors import CircuitsError
 from circuits.models import HookedCLIP
+from circuits.models.terms import E, P, join_expression, key_source, parse_expression, term_name
 
 
 @dataclass
@@ -72,10 +73,10 @@ def _at(row: Float[Tensor, "n head k"], pos: Int[Tensor, " n"]) -> Float[Tensor,
 
 def key_source_group(terms: list[str] | dict, key: str) -> str:
     """``"EP+PP+BP"``: every term whose key source is ``key``."""
-    names = [t for t in terms if t[1] == key]
+    names = [t for t in terms if key_source(t) == key]
     if not names:
         raise CircuitsError(f"no term has key source {key!r} (terms: {', '.join(terms)})")
-    return "+".join(names)
+    return join_expression(names)
 
 
 @dataclass
@@ -125,8 +126,8 @@ def head_bias(
     layer = check_layer(enc, layer)
     row = pooled_row_terms(enc, inputs.tokens, layer=layer)
     if position_terms is None:  # "" for rotary / no positional embedding: the relational split is undefined
-        position_terms = key_source_group(row.terms, "P") if any(t[1] == "P" for t in row.terms) else ""
-    token_terms = token_terms or key_source_group(row.terms, "E")
+        position_terms = key_source_group(row.terms, P) if any(key_source(t) == P for t in row.terms) else ""
+    token_terms = token_terms or key_source_group(row.terms, E)
 
     att_first, att_second = _at(row.pattern, inputs.first), _at(row.pattern, inputs.second)
     argmax = row.pattern.argmax(-1)  # [n, head]
@@ -183,10 +184,11 @@ def _inputs_and_row(model: HookedCLIP, encoder: str, split: str, layer: int) -> 
 def default_terms(terms: list[str] | dict) -> list[str]:
     """Every term, then the key-position groups: EP+PP, and every query source x P if larger."""
     names = list(terms)
-    if "EP" in terms and "PP" in terms:
-        names.append("EP+PP")
-        group = key_source_group(terms, "P")
-        if group != "EP+PP":
+    pair = join_expression([term_name(E, P), term_name(P, P)])
+    if all(t in terms for t in parse_expression(pair)):
+        names.append(pair)
+        group = key_source_group(terms, P)
+        if group != pair:
             names.append(group)
     return names
 

@@ -30,6 +30,7 @@ from transformer_lens.hook_points import HookPoint
 from circuits.config import EncoderConfig
 from circuits.models.components import Sources
 from circuits.models.masks import AttentionMask, make_mask
+from circuits.models.terms import B, term_name
 from circuits.models.pooled_ops import TablePlan, mix_rows
 from circuits.models.positional import make_rotary
 
@@ -62,16 +63,16 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # [batch, q_pos, head, d_head]
         self.hook_result = HookPoint()  # [batch, q_pos, head, d_model]
 
-        self.sources = [*input_sources, *(["B"] if cfg.qkv_bias else [])]
+        self.sources = [*input_sources, *([B] if cfg.qkv_bias else [])]
         for s in self.sources:
             self.add_module(f"hook_v_{s}", HookPoint())  # [batch, k_pos, head, d_head]
             for t in self.sources:
-                self.add_module(f"hook_score_{s}{t}", HookPoint())  # [batch, head, q_pos, k_pos]
+                self.add_module(f"hook_score_{term_name(s, t)}", HookPoint())  # [batch, head, q_pos, k_pos]
 
     @property
     def term_names(self) -> list[str]:
         """Score terms of this layer, query source first: ``["EE", "EP", ..., "BB"]``."""
-        return [s + t for s in self.sources for t in self.sources]
+        return [term_name(s, t) for s in self.sources for t in self.sources]
 
     @property
     def QK(self) -> FactoredMatrix:
@@ -193,8 +194,8 @@ class Attention(nn.Module):
 
         def project(W: Tensor, b: Tensor) -> Sources:
             parts = {s: self._project(x, W, 0.0) for s, x in sources.items()}
-            if "B" in self.sources:
-                parts["B"] = b.expand(first.shape[0], n, *b.shape)
+            if B in self.sources:
+                parts[B] = b.expand(first.shape[0], n, *b.shape)
             return parts
 
         qs, ks = project(self.W_Q, self.b_Q), project(self.W_K, self.b_K)
@@ -209,7 +210,7 @@ class Attention(nn.Module):
             self.hook_rot_k(sum(ks.values()))
         scale = math.sqrt(self.cfg.d_head)
         scores = sum(
-            getattr(self, f"hook_score_{s}{t}")(einops.einsum(qs[s], ks[t], "b q h d, b k h d -> b h q k") / scale)
+            getattr(self, f"hook_score_{term_name(s, t)}")(einops.einsum(qs[s], ks[t], "b q h d, b k h d -> b h q k") / scale)
             for s in qs
             for t in ks
         )

@@ -15,6 +15,8 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
+from circuits.models.terms import N
+
 Sources = dict[str, Tensor]  # source name -> [batch, pos, d_model]; the values sum to the stream
 
 
@@ -63,7 +65,7 @@ class LayerNorm(nn.Module):
         reading is approximate), plus the LN bias as source ``"N"``."""
         _, scale = self._forward_with_scale(sum(sources.values()))
         out = {name: (s - s.mean(-1, keepdim=True)) / scale * self.w for name, s in sources.items()}
-        out["N"] = self.b.expand_as(next(iter(sources.values())))
+        out[N] = self.b.expand_as(next(iter(sources.values())))
         return out
 
 

@@ -24,6 +24,7 @@ from circuits.models.attention import Attention
 from circuits.models.masks import AttentionMask, make_mask
 from circuits.models.components import MLP, Embed, LayerNorm, Sources, fan_in_std, init_normal_
 from circuits.models.positional import make_pos_embed
+from circuits.models.terms import E, H, N, P
 
 
 class NoNorm(nn.Module):
@@ -43,7 +44,7 @@ class TransformerBlock(nn.Module):
         super().__init__()
         pre_ln = cfg.normalization == "pre"
         self.ln1 = LayerNorm(cfg.d_model) if pre_ln else NoNorm()
-        self.attn = Attention(cfg, n_ctx, [*stream_sources, *(["N"] if pre_ln else [])], mask)
+        self.attn = Attention(cfg, n_ctx, [*stream_sources, *([N] if pre_ln else [])], mask)
         self.mlp = None if cfg.attn_only else MLP(cfg.d_model, cfg.d_mlp)
         self.ln2 = LayerNorm(cfg.d_model) if pre_ln and self.mlp is not None else NoNorm()
         self.dropout = nn.Dropout(cfg.dropout)
@@ -83,10 +84,10 @@ class TransformerBlock(nn.Module):
         """The block on ``sum(sources)``; what it writes is added to source ``"H"``."""
         self.hook_resid_pre(sum(sources.values()))
         written = self.hook_attn_out(self.dropout(self.attn.forward_decomposed(self.ln1.decompose(sources))))
-        sources = {**sources, "H": sources["H"] + written if "H" in sources else written}
+        sources = {**sources, H: sources[H] + written if H in sources else written}
         if self.mlp is not None:
             resid_mid = self.hook_resid_mid(sum(sources.values()))
-            sources["H"] = sources["H"] + self.hook_mlp_out(self.dropout(self.mlp(self.ln2(resid_mid))))
+            sources[H] = sources[H] + self.hook_mlp_out(self.dropout(self.mlp(self.ln2(resid_mid))))
         self.hook_resid_post(sum(sources.values()))
         return sources
 
@@ -129,7 +130,7 @@ class HookedEncoder(HookedRootModule):
 
     def stream_sources(self, layer: int) -> list[str]:
         """Named parts of the residual stream entering ``layer``: E, P (learned positions), H (layer > 0)."""
-        return ["E", *(["P"] if self.pos_embed is not None else []), *(["H"] if layer > 0 else [])]
+        return [E, *([P] if self.pos_embed is not None else []), *([H] if layer > 0 else [])]
 
     def init_weights(self, generator: torch.Generator) -> None:
         cfg = self.cfg
@@ -158,9 +159,9 @@ class HookedEncoder(HookedRootModule):
             raise ValueError(f"expected tokens of shape [batch, pos<= {self.n_ctx}], got {tuple(tokens.shape)}")
         if pooled_only and len(self.blocks) == 1 and not (self.decompose if decompose is None else decompose):
             return self.hook_pooled(self.ln_final(self.blocks[0].forward_pooled_table(self._input_table(tokens.shape[1]), tokens, self.pool_index)))
-        sources = {"E": self.hook_embed(self.embed(tokens))}
+        sources = {E: self.hook_embed(self.embed(tokens))}
         if self.pos_embed is not None:
-            sources["P"] = self.hook_pos_embed(self.pos_embed(tokens))
+            sources[P] = self.hook_pos_embed(self.pos_embed(tokens))
         if self.decompose if decompose is None else decompose:
             for block in self.blocks:
                 sources = block.forward_decomposed(sources)
