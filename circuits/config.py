@@ -88,6 +88,19 @@ class EncoderConfig:
     init_pos_std: float = 0.1  # positional embedding init N(0, std^2)
     init_weight_std: float | None = None  # None: 1/sqrt(fan_in) for projection weights
 
+    # TransformerLens names, read by `transformer_lens.ActivationCache` (views of the fields above)
+    @property
+    def normalization_type(self) -> str | None:
+        return "LN" if self.normalization == "pre" else None
+
+    @property
+    def positional_embedding_type(self) -> str:
+        return {"learned": "standard"}.get(self.positional, self.positional)
+
+    @property
+    def act_fn(self) -> str | None:
+        return None if self.attn_only else "gelu"
+
 
 def _vision() -> EncoderConfig:
     return EncoderConfig(mask="bidirectional")
