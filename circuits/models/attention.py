@@ -28,7 +28,7 @@ from transformer_lens import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
 
 from circuits.config import EncoderConfig
-from circuits.models.components import Sources
+from circuits.models.components import Sources, fire_read_only
 from circuits.models.masks import AttentionMask, make_mask
 from circuits.models.terms import B, term_name
 from circuits.models.pooled_ops import TablePlan, mix_rows
@@ -200,14 +200,14 @@ class Attention(nn.Module):
 
         qs, ks = project(self.W_Q, self.b_Q), project(self.W_K, self.b_K)
         vs = {s: getattr(self, f"hook_v_{s}")(v) for s, v in project(self.W_V, self.b_V).items()}
-        self.hook_q(sum(qs.values()))
-        self.hook_k(sum(ks.values()))
+        fire_read_only(self.hook_q, sum(qs.values()))
+        fire_read_only(self.hook_k, sum(ks.values()))
         v = self.hook_v(sum(vs.values()))
         if self.rotary is not None:
             qs = {s: self.rotary(q, pos) for s, q in qs.items()}
             ks = {s: self.rotary(k, pos) for s, k in ks.items()}
-            self.hook_rot_q(sum(qs.values()))
-            self.hook_rot_k(sum(ks.values()))
+            fire_read_only(self.hook_rot_q, sum(qs.values()))
+            fire_read_only(self.hook_rot_k, sum(ks.values()))
         scale = math.sqrt(self.cfg.d_head)
         scores = sum(
             getattr(self, f"hook_score_{term_name(s, t)}")(einops.einsum(qs[s], ks[t], "b q h d, b k h d -> b h q k") / scale)
