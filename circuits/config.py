@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from circuits.errors import ConfigError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: EncoderConfig.mask replaced the boolean `causal` (version 1)
 
 
 @dataclass
@@ -83,18 +83,31 @@ class EncoderConfig:
     rotary_base: float = 10000.0
     qkv_bias: bool = True
     dropout: float = 0.0
-    causal: bool = False  # text encoders are causal, vision encoders bidirectional
+    mask: Literal["bidirectional", "causal"] = "bidirectional"  # vision bidirectional, text causal
     init_embed_std: float = 0.1  # token embedding init N(0, std^2)
     init_pos_std: float = 0.1  # positional embedding init N(0, std^2)
     init_weight_std: float | None = None  # None: 1/sqrt(fan_in) for projection weights
 
+    # TransformerLens names, read by `transformer_lens.ActivationCache` (views of the fields above)
+    @property
+    def normalization_type(self) -> str | None:
+        return "LN" if self.normalization == "pre" else None
+
+    @property
+    def positional_embedding_type(self) -> str:
+        return {"learned": "standard"}.get(self.positional, self.positional)
+
+    @property
+    def act_fn(self) -> str | None:
+        return None if self.attn_only else "gelu"
+
 
 def _vision() -> EncoderConfig:
-    return EncoderConfig(causal=False)
+    return EncoderConfig(mask="bidirectional")
 
 
 def _text() -> EncoderConfig:
-    return EncoderConfig(causal=True)
+    return EncoderConfig(mask="causal")
 
 
 @dataclass
@@ -138,7 +151,9 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         data = dict(data)
         version = data.pop("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
+        if version == 1:
+            data = _migrate_v1(data)
+        elif version != FORMAT_VERSION:
             raise ConfigError(f"unsupported config format_version {version} (expected {FORMAT_VERSION})")
         cfg = _build(cls, data, prefix="")
         cfg.validate()
@@ -160,6 +175,7 @@ class RunConfig:
             p = f"model.{name}"
             for key in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp"):
                 _check(getattr(enc, key) >= 1, f"{p}.{key} must be >= 1 (got {getattr(enc, key)})")
+            _check(enc.mask in ("bidirectional", "causal"), f"{p}.mask must be 'bidirectional' or 'causal' (got {enc.mask!r})")
             _check(enc.normalization in ("none", "pre"), f"{p}.normalization must be 'none' or 'pre' (got {enc.normalization!r})")
             _check(
                 enc.positional in ("learned", "rotary", "none"),
@@ -188,6 +204,22 @@ class RunConfig:
             t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda") or t.device == "mps",
             f"train.device must be 'auto', 'cpu', 'cuda[:N]' or 'mps' (got {t.device!r})",
         )
+
+
+def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2: each encoder's ``causal: true/false`` becomes ``mask: "causal"/"bidirectional"``."""
+    model = data.get("model")
+    if not isinstance(model, dict):
+        return data
+    model = dict(model)
+    for side in ("vision", "text"):
+        enc = model.get(side)
+        if isinstance(enc, dict) and "causal" in enc:
+            enc = dict(enc)
+            causal = _coerce(enc.pop("causal"), bool, f"model.{side}.causal")
+            enc["mask"] = "causal" if causal else "bidirectional"
+            model[side] = enc
+    return {**data, "model": model}
 
 
 def n_position_pairs(w: WorldConfig) -> int:

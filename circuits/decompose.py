@@ -23,6 +23,7 @@ from torch import Tensor
 
 from circuits.errors import CircuitsError
 from circuits.models import HookedCLIP, HookedEncoder
+from circuits.models.terms import parse_expression
 
 ENCODERS = ("vision", "text")
 
@@ -48,7 +49,7 @@ def parse_terms(enc: HookedEncoder, layer: int, expressions: list[str] | tuple[s
     known = enc.term_names(layer)
     out: list[str] = []
     for expr in expressions:
-        for name in expr.replace(" ", "").split("+"):
+        for name in parse_expression(expr):
             if name not in known:
                 raise CircuitsError(f"unknown term {name!r} in layer {layer}; terms are {', '.join(known)}")
             if name not in out:
@@ -72,7 +73,7 @@ class Decomposition:
 
 
 def combine(terms: dict[str, Tensor], expression: str) -> Tensor:
-    names = expression.replace(" ", "").split("+")
+    names = parse_expression(expression)
     missing = [n for n in names if n not in terms]
     if missing:
         raise CircuitsError(f"unknown term {missing[0]!r}; terms are {', '.join(terms)}")

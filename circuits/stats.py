@@ -39,6 +39,7 @@ from torch import Tensor
 from circuits.decompose import PooledRow, check_layer, decompose, get_encoder, pooled_row
 from circuits.errors import CircuitsError
 from circuits.models import HookedCLIP, HookedEncoder
+from circuits.models.terms import E, H, P, join_expression, key_source, parse_expression, term_name
 from circuits.tasks import Probe
 
 Model = HookedCLIP | HookedEncoder
@@ -48,17 +49,12 @@ def _at(row: Float[Tensor, "n head k"], pos: Int[Tensor, " n"]) -> Float[Tensor,
     return row.gather(2, pos.to(row.device)[:, None, None].expand(-1, row.shape[1], 1))[..., 0]
 
 
-def key_source(term: str) -> str:
-    """The key source of a term name (``"EP"`` -> ``"P"``)."""
-    return term[1]
-
-
 def key_source_group(terms: list[str] | dict, key: str) -> str:
     """``"EP+PP+BP"``: every term whose key source is ``key``."""
     names = [t for t in terms if key_source(t) == key]
     if not names:
         raise CircuitsError(f"no term has key source {key!r} (terms: {', '.join(terms)})")
-    return "+".join(names)
+    return join_expression(names)
 
 
 @dataclass
@@ -107,14 +103,14 @@ def head_bias(
     """
     layer, row = _pooled_row(model, probe, layer)
     note = ""
-    if any(key_source(t) == "H" for t in row.terms):
+    if any(key_source(t) == H for t in row.terms):
         note = f"layer {layer} keys carry earlier layers' output (source H): the split D = D_pos + D_tok is exact at layer 0 only"
-    elif not any(key_source(t) == "P" for t in row.terms):
+    elif not any(key_source(t) == P for t in row.terms):
         note = "no term has key source P (rotary or no positional embedding): no position part to split off"
     if position_terms is None:
-        position_terms = "" if note else key_source_group(row.terms, "P")
+        position_terms = "" if note else key_source_group(row.terms, P)
     if token_terms is None:
-        token_terms = "" if note else key_source_group(row.terms, "E")
+        token_terms = "" if note else key_source_group(row.terms, E)
 
     att_first, att_second = _at(row.pattern, probe.first), _at(row.pattern, probe.second)
     argmax = row.pattern.argmax(-1)  # [n, head]
@@ -176,10 +172,11 @@ def _pooled_row(model: Model, probe: Probe, layer: int) -> tuple[int, PooledRow]
 def default_terms(terms: list[str] | dict) -> list[str]:
     """Every term, then the key-position groups: EP+PP, and every query source x P if larger."""
     names = list(terms)
-    if "EP" in terms and "PP" in terms:
-        names.append("EP+PP")
-        group = key_source_group(terms, "P")
-        if group != "EP+PP":
+    pair = join_expression([term_name(E, P), term_name(P, P)])
+    if all(t in terms for t in parse_expression(pair)):
+        names.append(pair)
+        group = key_source_group(terms, P)
+        if group != pair:
             names.append(group)
     return names
 

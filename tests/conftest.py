@@ -45,7 +45,7 @@ def _random_world(rng: random.Random, i: int) -> WorldConfig:
     )
 
 
-def _random_encoder(rng: random.Random, i: int, causal: bool) -> EncoderConfig:
+def _random_encoder(rng: random.Random, i: int, mask: str) -> EncoderConfig:
     positional = POSITIONALS[i % 3]
     d_head = rng.choice([2, 4, 6, 8]) if positional == "rotary" else rng.choice([3, 4, 5, 8])
     return EncoderConfig(
@@ -58,7 +58,7 @@ def _random_encoder(rng: random.Random, i: int, causal: bool) -> EncoderConfig:
         normalization=("none", "pre")[(i // 4) % 2],
         positional=positional,
         qkv_bias=rng.random() < 0.8,
-        causal=causal,
+        mask=mask,
         init_embed_std=rng.choice([0.1, 0.5, 1.0]),
         init_pos_std=rng.choice([0.1, 0.5, 1.0]),
     )
@@ -66,9 +66,9 @@ def _random_encoder(rng: random.Random, i: int, causal: bool) -> EncoderConfig:
 
 def _random_run(rng: random.Random, i: int) -> RunConfig:
     world = _random_world(rng, i)
-    vision = _random_encoder(rng, i, causal=False)
+    vision = _random_encoder(rng, i, mask="bidirectional")
     # the text encoder takes another combination so both sides see every variant
-    text = _random_encoder(rng, i + 3, causal=True)
+    text = _random_encoder(rng, i + 3, mask="causal")
     return RunConfig(world=world, model=ModelConfig(vision=vision, text=text), train=TrainConfig(seed=i, device="cpu"))
 
 
@@ -124,7 +124,7 @@ def tiny_run_config(**world_overrides) -> RunConfig:
     enc = dict(n_layers=1, n_heads=2, d_model=16, d_head=8, d_mlp=16)
     return RunConfig(
         world=WorldConfig(**world),
-        model=ModelConfig(vision=EncoderConfig(causal=False, **enc), text=EncoderConfig(causal=True, **enc)),
+        model=ModelConfig(vision=EncoderConfig(mask="bidirectional", **enc), text=EncoderConfig(mask="causal", **enc)),
         train=TrainConfig(steps=30, lr=3e-3, eval_every=10, device="cpu"),
     )
 

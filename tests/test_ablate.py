@@ -24,7 +24,7 @@ def test_ablating_every_term_gives_uniform_attention_over_unmasked_keys(cfg: Run
     pattern = cache["pattern", 0]
     n = pattern.shape[-1]
     allowed = torch.ones(n, n, dtype=torch.bool)
-    if enc.cfg.causal:
+    if enc.cfg.mask == "causal":
         allowed = torch.tril(allowed)
     expected = allowed / allowed.sum(-1, keepdim=True)
     torch.testing.assert_close(pattern, expected.expand_as(pattern), atol=1e-6, rtol=0)

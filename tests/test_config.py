@@ -31,7 +31,7 @@ def test_default_config_is_valid_and_matches_the_paper_recipe():
     cfg = RunConfig()
     cfg.validate()
     assert (cfg.world.width, cfg.world.height, cfg.world.n_labels, cfg.world.n_pair_labels) == (10, 1, 20, 15)
-    assert cfg.model.vision.causal is False and cfg.model.text.causal is True
+    assert cfg.model.vision.mask == "bidirectional" and cfg.model.text.mask == "causal"
     assert cfg.train.batch_size is None  # full batch
 
 
@@ -265,7 +265,7 @@ def _varied_configs() -> list[RunConfig]:
             world=WorldConfig(width=5, height=3, n_labels=7, n_pair_labels=4, captions="bidirectional", seed=9),
             model=ModelConfig(
                 vision=EncoderConfig(n_layers=2, d_model=17, positional="rotary", d_head=6, normalization="pre"),
-                text=EncoderConfig(causal=True, attn_only=False, positional="none", init_weight_std=0.3),
+                text=EncoderConfig(mask="causal", attn_only=False, positional="none", init_weight_std=0.3),
                 logit_scale_max=42.0,
             ),
             train=TrainConfig(steps=3, batch_size=16, device="cpu", seed=5),
@@ -287,7 +287,7 @@ def test_from_dict_fills_missing_fields_with_defaults():
     cfg = RunConfig.from_dict({"train": {"steps": 12}, "model": {"vision": {"n_heads": 2}}})
     assert cfg.train.steps == 12 and cfg.model.vision.n_heads == 2
     assert cfg.train.lr == TrainConfig().lr and cfg.world == WorldConfig()
-    assert cfg.model.vision.causal is False and cfg.model.text.causal is True
+    assert cfg.model.vision.mask == "bidirectional" and cfg.model.text.mask == "causal"
 
 
 def test_partial_text_section_keeps_the_text_encoder_causal():
@@ -298,7 +298,7 @@ def test_partial_text_section_keeps_the_text_encoder_causal():
     """
     cfg = RunConfig.from_dict({"model": {"text": {"n_heads": 2}}})
     assert cfg.model.text.n_heads == 2
-    assert cfg.model.text.causal is True
+    assert cfg.model.text.mask == "causal"
     assert cfg.model.text == RunConfig().model.text.__class__(**{**vars(RunConfig().model.text), "n_heads": 2})
 
 

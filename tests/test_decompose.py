@@ -54,7 +54,7 @@ def test_terms_sum_to_attention_scores_and_sources_to_values(cfg: RunConfig, enc
         assert torch.equal(masked, torch.isinf(d.scores))
         torch.testing.assert_close(total[~masked], plain["attn_scores", layer][~masked], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(sum(d.values.values()), plain["v", layer], atol=1e-5, rtol=1e-5)
-    assert enc.cfg.causal == (encoder == "text")
+    assert (enc.cfg.mask == "causal") == (encoder == "text")
 
 
 def test_term_names_follow_sources() -> None:

@@ -3,5 +3,8 @@
 from circuits.models.attention import Attention
 from circuits.models.clip import HookedCLIP
 from circuits.models.encoder import HookedEncoder, HookedTextEncoder, HookedVisionEncoder, TransformerBlock
+from circuits.models.masks import AttentionMask, Bidirectional, Block, Causal, Prefix
 
-__all__ = ["Attention", "HookedCLIP", "HookedEncoder", "HookedTextEncoder", "HookedVisionEncoder", "TransformerBlock"]
+__all__ = [
+    "AttentionMask", "Bidirectional", "Block", "Causal", "Prefix",
+    "Attention", "HookedCLIP", "HookedEncoder", "HookedTextEncoder", "HookedVisionEncoder", "TransformerBlock"]

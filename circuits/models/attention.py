@@ -28,16 +28,19 @@ from transformer_lens import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
 
 from circuits.config import EncoderConfig
-from circuits.models.components import Sources
+from circuits.models.components import Sources, fire_read_only
+from circuits.models.masks import AttentionMask, make_mask
+from circuits.models.terms import B, term_name
 from circuits.models.pooled_ops import TablePlan, mix_rows
 from circuits.models.positional import make_rotary
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: EncoderConfig, n_ctx: int, input_sources: list[str]):
+    def __init__(self, cfg: EncoderConfig, n_ctx: int, input_sources: list[str], mask: AttentionMask | None = None):
         super().__init__()
         h, m, d = cfg.n_heads, cfg.d_model, cfg.d_head
         self.cfg = cfg
+        self.mask = mask if mask is not None else make_mask(cfg.mask)
         self.W_Q = nn.Parameter(torch.empty(h, m, d))
         self.W_K = nn.Parameter(torch.empty(h, m, d))
         self.W_V = nn.Parameter(torch.empty(h, m, d))
@@ -60,16 +63,16 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # [batch, q_pos, head, d_head]
         self.hook_result = HookPoint()  # [batch, q_pos, head, d_model]
 
-        self.sources = [*input_sources, *(["B"] if cfg.qkv_bias else [])]
+        self.sources = [*input_sources, *([B] if cfg.qkv_bias else [])]
         for s in self.sources:
             self.add_module(f"hook_v_{s}", HookPoint())  # [batch, k_pos, head, d_head]
             for t in self.sources:
-                self.add_module(f"hook_score_{s}{t}", HookPoint())  # [batch, head, q_pos, k_pos]
+                self.add_module(f"hook_score_{term_name(s, t)}", HookPoint())  # [batch, head, q_pos, k_pos]
 
     @property
     def term_names(self) -> list[str]:
         """Score terms of this layer, query source first: ``["EE", "EP", ..., "BB"]``."""
-        return [s + t for s in self.sources for t in self.sources]
+        return [term_name(s, t) for s in self.sources for t in self.sources]
 
     @property
     def QK(self) -> FactoredMatrix:
@@ -121,8 +124,8 @@ class Attention(nn.Module):
             k = self.rotary(self._project(x, self.W_K, self.b_K), k_pos)
             scores = einops.einsum(q, k, "b h d, b k h d -> b h k")
         scores = scores / math.sqrt(self.cfg.d_head)
-        if self.cfg.causal:
-            scores = scores.masked_fill(k_pos[None, None, :] > q_pos, float("-inf"))
+        if not self.mask.is_full:
+            scores = scores.masked_fill(~self.mask.allowed(q_pos, k_pos), float("-inf"))
         pattern = F.softmax(scores, dim=-1)
         mixed = einops.einsum(pattern, x, "b h k, b k m -> b h m")
         z = einops.einsum(mixed, self.W_V, "b h m, h m d -> b h d") + self.b_V
@@ -139,8 +142,8 @@ class Attention(nn.Module):
 
         The input of layer 0 at position p is a function of (token, p) only, so queries, keys
         and values are computed once per (token, position) pair (d_vocab x n_ctx rows instead
-        of batch x n_ctx), in one matmul. Queries are needed at the query position only, and a
-        causal layer never looks past it, so later positions are dropped. The scores are
+        of batch x n_ctx), in one matmul. Queries are needed at the query position only, and keys after
+        the last one the mask allows it are dropped (disallowed keys before that get -inf). The scores are
         gathered from the [head, query token, key row] table, and each head's values are
         folded into W_O once per table row (``ov``), so the output is a sparse weighted sum of
         ``ov`` rows (`pooled_ops.mix_rows`): batch x head x key terms, no dense
@@ -150,7 +153,7 @@ class Attention(nn.Module):
         b, n = tokens.shape
         h, d = self.cfg.n_heads, self.cfg.d_head
         qi = query_index % n
-        n_keys = qi + 1 if self.cfg.causal else n  # causal: keys after the query get no weight
+        n_keys, hidden = self._pooled_keys(qi, n)  # keys after the last allowed one get no weight
         plan = getattr(self, "_pooled_plan", None)
         if plan is None or not plan.matches(tokens, n_vocab, n_keys, qi, h):
             plan = TablePlan(tokens, n_vocab, n_keys, qi, h)
@@ -166,9 +169,21 @@ class Attention(nn.Module):
             k = self.rotary(k, torch.arange(n_keys, device=table.device))
         qk = torch.bmm(q.transpose(0, 1), k.reshape(n_rows, h, d).permute(1, 2, 0)) / math.sqrt(d)  # [h, vocab, rows]
         scores = qk.reshape(-1).gather(0, plan.score_index).view(b, h, n_keys)
+        if hidden is not None:
+            scores = scores.masked_fill(hidden.to(scores.device), float("-inf"))
         pattern = F.softmax(scores, dim=-1)
         ov = torch.bmm(v.reshape(n_rows, h, d).transpose(0, 1), self.W_O)  # [h, rows, d_model]
         return mix_rows(pattern.view(b, h * n_keys), ov.reshape(h * n_rows, m), plan) + self.b_O
+
+    def _pooled_keys(self, qi: int, n: int) -> tuple[int, Tensor | None]:
+        """(number of keys up to the last one query ``qi`` may read, the disallowed ones among
+        them or None); computed on the CPU from the mask (no device sync)."""
+        if self.mask.is_full:
+            return n, None
+        row = self.mask.allowed(torch.tensor([qi]), torch.arange(n))[0]
+        n_keys = int(row.nonzero().max()) + 1
+        hidden = ~row[:n_keys]
+        return n_keys, (hidden if bool(hidden.any()) else None)
 
     # ------------------------------------------------------------- decomposed
     def forward_decomposed(self, sources: Sources) -> Float[Tensor, "batch pos d_model"]:
@@ -179,23 +194,23 @@ class Attention(nn.Module):
 
         def project(W: Tensor, b: Tensor) -> Sources:
             parts = {s: self._project(x, W, 0.0) for s, x in sources.items()}
-            if "B" in self.sources:
-                parts["B"] = b.expand(first.shape[0], n, *b.shape)
+            if B in self.sources:
+                parts[B] = b.expand(first.shape[0], n, *b.shape)
             return parts
 
         qs, ks = project(self.W_Q, self.b_Q), project(self.W_K, self.b_K)
         vs = {s: getattr(self, f"hook_v_{s}")(v) for s, v in project(self.W_V, self.b_V).items()}
-        self.hook_q(sum(qs.values()))
-        self.hook_k(sum(ks.values()))
+        fire_read_only(self.hook_q, sum(qs.values()))
+        fire_read_only(self.hook_k, sum(ks.values()))
         v = self.hook_v(sum(vs.values()))
         if self.rotary is not None:
             qs = {s: self.rotary(q, pos) for s, q in qs.items()}
             ks = {s: self.rotary(k, pos) for s, k in ks.items()}
-            self.hook_rot_q(sum(qs.values()))
-            self.hook_rot_k(sum(ks.values()))
+            fire_read_only(self.hook_rot_q, sum(qs.values()))
+            fire_read_only(self.hook_rot_k, sum(ks.values()))
         scale = math.sqrt(self.cfg.d_head)
         scores = sum(
-            getattr(self, f"hook_score_{s}{t}")(einops.einsum(qs[s], ks[t], "b q h d, b k h d -> b h q k") / scale)
+            getattr(self, f"hook_score_{term_name(s, t)}")(einops.einsum(qs[s], ks[t], "b q h d, b k h d -> b h q k") / scale)
             for s in qs
             for t in ks
         )
@@ -203,9 +218,8 @@ class Attention(nn.Module):
 
     # ---------------------------------------------------------------- shared
     def _attend(self, scores: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-        if self.cfg.causal:
-            future = k_pos[None, :] > q_pos[:, None]
-            scores = scores.masked_fill(future, float("-inf"))
+        if not self.mask.is_full:
+            scores = scores.masked_fill(~self.mask.allowed(q_pos, k_pos), float("-inf"))
         scores = self.hook_attn_scores(scores)
         pattern = self.hook_pattern(F.softmax(scores, dim=-1))
         z = self.hook_z(einops.einsum(pattern, v, "b h q k, b k h d -> b q h d"))

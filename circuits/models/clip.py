@@ -1,16 +1,26 @@
 """The CLIP pair: a hooked vision encoder, a hooked text encoder, a text projection into the
-image space and a learnable logit scale; similarity is the cosine (Sec. 2.2)."""
+image space and a learnable logit scale; similarity is the cosine (Sec. 2.2).
+
+The pair is itself a `HookedRootModule`: its hook names are the encoders' with a prefix
+(``vision.blocks.0.attn.hook_q``, ``text.hook_embed``), so ``model.run_with_cache(images,
+captions)`` caches both sides; `HookedCLIP.encoder_caches` splits such a cache into one
+`ActivationCache` per encoder (prefix stripped) for the TransformerLens utilities. Hook
+functions still see the encoder's own name (``hook.name == "blocks.0.attn.hook_q"``).
+"""
 
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack, contextmanager
-from typing import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+from transformer_lens import ActivationCache, HookedRootModule
+from transformer_lens.hook_points import HookPoint
 
 from circuits.config import ModelConfig, RunConfig
 from circuits.tasks import Task
@@ -20,9 +30,9 @@ from circuits.models.encoder import HookedEncoder, HookedTextEncoder, HookedVisi
 Hooks = list[tuple[str | Callable[[str], bool], Callable]]
 
 
-class HookedCLIP(nn.Module):
-    """``.vision`` and ``.text`` are `HookedRootModule`s with their own hook names; ``.cfg`` is the
-    `ModelConfig` that made the pair. Built from sizes, never from a dataset::
+class HookedCLIP(HookedRootModule):
+    """``.vision`` and ``.text`` are `HookedRootModule`s with their own hook names, and the pair
+    is one with both sets under ``vision.`` / ``text.``; ``.cfg`` is the `ModelConfig` that made the pair. Built from sizes, never from a dataset::
 
         HookedCLIP(cfg.model, **world.model_sizes(), seed=cfg.train.seed)
 
@@ -48,6 +58,7 @@ class HookedCLIP(nn.Module):
         self.text_projection = nn.Parameter(torch.empty(txt.d_model, vis.d_model))
         init_normal_(self.text_projection, 1.0 / math.sqrt(txt.d_model), gen)
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)))
+        self.setup()
 
     @classmethod
     def for_task(cls, cfg: RunConfig, task: Task) -> HookedCLIP:
@@ -91,10 +102,86 @@ class HookedCLIP(nn.Module):
         with self.vision.decomposed(), self.text.decomposed():
             yield self
 
+    def setup(self) -> None:
+        """Hook and module names with the encoder prefix; the hook points keep the encoder-relative
+        ``name`` each encoder gave them (so encoder-level caches and hook functions are unchanged)."""
+        self.mod_dict, self.hook_dict = {}, {}
+        for name, module in self.named_modules():
+            if name:
+                self.mod_dict[name] = module
+                if isinstance(module, HookPoint):
+                    self.hook_dict[name] = module
+
     @contextmanager
-    def hooks(self, vision: Hooks = (), text: Hooks = ()) -> Iterator[HookedCLIP]:
-        """Temporary forward hooks on either encoder (TransformerLens ``hooks`` on each)."""
-        with ExitStack() as stack:
-            stack.enter_context(self.vision.hooks(fwd_hooks=list(vision)))
-            stack.enter_context(self.text.hooks(fwd_hooks=list(text)))
+    def hooks(
+        self,
+        fwd_hooks: Hooks = (),
+        bwd_hooks: Hooks = (),
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
+        *,
+        vision: Hooks = (),
+        text: Hooks = (),
+    ) -> Iterator[HookedCLIP]:
+        """Temporary hooks: ``fwd_hooks`` with prefixed names (``"vision.hook_embed"``), or per
+        encoder with its own names (``vision=[("hook_embed", fn)]``)."""
+        fwd = [*fwd_hooks, *_prefixed("vision", vision), *_prefixed("text", text)]
+        with super().hooks(list(fwd), list(bwd_hooks), reset_hooks_end, clear_contexts):
             yield self
+
+    def get_caching_hooks(self, *args: Any, **kwargs: Any) -> tuple[dict, list, list]:
+        """TransformerLens' caching hooks, storing each activation under its prefixed name."""
+        cache, fwd, bwd = super().get_caching_hooks(*args, **kwargs)
+        return cache, [(n, _under_name(fn, n)) for n, fn in fwd], [(n, _under_name(fn, n)) for n, fn in bwd]
+
+    def run_with_cache(self, *args: Any, **kwargs: Any) -> tuple[Tensor, ActivationCache]:  # type: ignore[override]
+        """``model.run_with_cache(images, captions)``: logits and a cache with prefixed names."""
+        out, cache = super().run_with_cache(*args, **kwargs)
+        return out, ActivationCache(cache, self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
+
+    def encoder_caches(self, cache: ActivationCache | dict[str, Tensor]) -> dict[str, ActivationCache]:
+        """``{"vision": ActivationCache, "text": ActivationCache}`` from a cache of the pair, names
+        stripped of their prefix, each bound to its encoder (so ``accumulated_resid`` etc. work)."""
+        data = cache.cache_dict if isinstance(cache, ActivationCache) else cache
+        batch = cache.has_batch_dim if isinstance(cache, ActivationCache) else True
+        out = {}
+        for side, enc in self.encoders.items():
+            prefix = side + "."
+            part = {k[len(prefix) :]: v for k, v in data.items() if k.startswith(prefix)}
+            out[side] = ActivationCache(part, enc, has_batch_dim=batch)
+        return out
+
+
+def _prefixed(side: str, hooks: Hooks) -> Hooks:
+    """Encoder-level hooks as hooks of the pair."""
+    out = []
+    for name, fn in hooks:
+        if isinstance(name, str):
+            out.append((f"{side}.{name}", fn))
+        else:
+            out.append((partial(_filter_under, side + ".", name), fn))
+    return out
+
+
+def _filter_under(prefix: str, names_filter: Callable[[str], bool], name: str) -> bool:
+    return name.startswith(prefix) and names_filter(name[len(prefix) :])
+
+
+class _Renamed:
+    """A hook point seen under another name (what a caching hook stores the activation as)."""
+
+    def __init__(self, hook: HookPoint, name: str):
+        self._hook, self.name = hook, name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._hook, attr)
+
+
+def _call_renamed(fn: Callable, name: str, tensor: Tensor, hook: HookPoint) -> Any:
+    return fn(tensor, hook=_Renamed(hook, name))
+
+
+def _under_name(fn: Callable, name: str) -> Callable:
+    wrapped = partial(_call_renamed, fn, name)
+    wrapped.reads_only = True  # type: ignore[attr-defined]  # a caching hook: never edits
+    return wrapped

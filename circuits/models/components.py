@@ -15,6 +15,9 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
+from circuits.errors import CircuitsError
+from circuits.models.terms import N
+
 Sources = dict[str, Tensor]  # source name -> [batch, pos, d_model]; the values sum to the stream
 
 
@@ -52,18 +55,21 @@ class LayerNorm(nn.Module):
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         return self._forward_with_scale(x)[0]
 
-    def _forward_with_scale(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward_with_scale(self, x: Tensor, read_only: bool = False) -> tuple[Tensor, Tensor]:
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        return self.hook_normalized(x / scale * self.w + self.b), scale
+        normalized = x / scale * self.w + self.b
+        if read_only:
+            return fire_read_only(self.hook_normalized, normalized), scale
+        return self.hook_normalized(normalized), scale
 
     def decompose(self, sources: Sources) -> Sources:
         """Exact split of LN(sum of sources) (App. R, Eq. 33-34): each centred source times
         ``w / scale``, where scale is that of the whole stream (so the sum is exact and only the
         reading is approximate), plus the LN bias as source ``"N"``."""
-        _, scale = self._forward_with_scale(sum(sources.values()))
+        _, scale = self._forward_with_scale(sum(sources.values()), read_only=True)
         out = {name: (s - s.mean(-1, keepdim=True)) / scale * self.w for name, s in sources.items()}
-        out["N"] = self.b.expand_as(next(iter(sources.values())))
+        out[N] = self.b.expand_as(next(iter(sources.values())))
         return out
 
 
@@ -81,6 +87,18 @@ class MLP(nn.Module):
         pre = self.hook_pre(x @ self.W_in + self.b_in)
         post = self.hook_post(F.gelu(pre))
         return post @ self.W_out + self.b_out
+
+
+def fire_read_only(hook: HookPoint, x: Tensor) -> Tensor:
+    """Fire ``hook`` where the decomposed path does not use its value: an edit raises a
+    `CircuitsError` instead of being silently ignored. Returns ``x``."""
+    out = hook(x)
+    if out is not x and not torch.equal(out, x):
+        raise CircuitsError(
+            f"{hook.name} is read-only in decomposed mode (its value is not used there); "
+            "edit the per-source hooks (hook_score_*, hook_v_*) or run without decompose"
+        )
+    return x
 
 
 def init_normal_(param: Tensor, std: float, generator: torch.Generator) -> None:

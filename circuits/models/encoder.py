@@ -6,6 +6,18 @@ Hook names follow TransformerLens: ``hook_embed``, ``hook_pos_embed``,
 ``blocks.{l}.hook_attn_out``, ``hook_resid_mid``, ``blocks.{l}.mlp.hook_pre|post``,
 ``hook_mlp_out``, ``hook_resid_post``, ``blocks.{l}.ln1.hook_scale`` ..., ``ln_final.*``, and
 ``hook_pooled`` [batch, d_model] for the pooled representation.
+
+No silent no-ops (checked once per forward, from the hook points' forward-hook lists): a hook on
+``hook_score_*`` / ``hook_v_{S}`` outside decomposed mode, or any hook on the pooled fast path,
+raises `CircuitsError` (caching hooks on term hooks are allowed in plain mode: the cache just
+lacks them). In decomposed mode, edits of ``hook_resid_pre`` (layer > 0) / ``hook_resid_mid`` /
+``hook_resid_post`` are carried into source H exactly (`carry_edit`); edits of hooks that path
+does not use (``blocks.0.hook_resid_pre``, ``hook_q``/``hook_k``/``hook_rot_*``,
+``ln*.hook_normalized``) raise.
+
+TransformerLens surface: stacked weights (``W_Q`` [layer, head, d_model, d_head], ``QK``, ``OV``
+...), `accumulated_bias`, and TL config names on `EncoderConfig`, so `ActivationCache` helpers
+(``accumulated_resid``, ``decompose_resid``, ``get_full_resid_decomposition`` ...) work.
 """
 
 from __future__ import annotations
@@ -16,13 +28,16 @@ from typing import Iterator
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from transformer_lens import ActivationCache, HookedRootModule
+from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from circuits.config import EncoderConfig
+from circuits.errors import CircuitsError
 from circuits.models.attention import Attention
+from circuits.models.masks import AttentionMask, make_mask
 from circuits.models.components import MLP, Embed, LayerNorm, Sources, fan_in_std, init_normal_
 from circuits.models.positional import make_pos_embed
+from circuits.models.terms import E, H, N, P
 
 
 class NoNorm(nn.Module):
@@ -36,11 +51,13 @@ class NoNorm(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, cfg: EncoderConfig, n_ctx: int, layer: int, stream_sources: list[str]):
+    def __init__(
+        self, cfg: EncoderConfig, n_ctx: int, layer: int, stream_sources: list[str], mask: AttentionMask | None = None
+    ):
         super().__init__()
         pre_ln = cfg.normalization == "pre"
         self.ln1 = LayerNorm(cfg.d_model) if pre_ln else NoNorm()
-        self.attn = Attention(cfg, n_ctx, [*stream_sources, *(["N"] if pre_ln else [])])
+        self.attn = Attention(cfg, n_ctx, [*stream_sources, *([N] if pre_ln else [])], mask)
         self.mlp = None if cfg.attn_only else MLP(cfg.d_model, cfg.d_mlp)
         self.ln2 = LayerNorm(cfg.d_model) if pre_ln and self.mlp is not None else NoNorm()
         self.dropout = nn.Dropout(cfg.dropout)
@@ -78,14 +95,33 @@ class TransformerBlock(nn.Module):
 
     def forward_decomposed(self, sources: Sources) -> Sources:
         """The block on ``sum(sources)``; what it writes is added to source ``"H"``."""
-        self.hook_resid_pre(sum(sources.values()))
+        sources, _ = carry_edit(self.hook_resid_pre, sources)
         written = self.hook_attn_out(self.dropout(self.attn.forward_decomposed(self.ln1.decompose(sources))))
-        sources = {**sources, "H": sources["H"] + written if "H" in sources else written}
+        sources = {**sources, H: sources[H] + written if H in sources else written}
         if self.mlp is not None:
-            resid_mid = self.hook_resid_mid(sum(sources.values()))
-            sources["H"] = sources["H"] + self.hook_mlp_out(self.dropout(self.mlp(self.ln2(resid_mid))))
-        self.hook_resid_post(sum(sources.values()))
+            sources, resid_mid = carry_edit(self.hook_resid_mid, sources)
+            sources[H] = sources[H] + self.hook_mlp_out(self.dropout(self.mlp(self.ln2(resid_mid))))
+        sources, _ = carry_edit(self.hook_resid_post, sources)
         return sources
+
+
+def carry_edit(hook: HookPoint, sources: Sources) -> tuple[Sources, Tensor]:
+    """Fire a residual-stream hook on ``sum(sources)`` in decomposed mode. An edit is carried into
+    the stream exactly, as the difference added to source H (the sources then sum to the edited
+    stream); where there is no H yet (``blocks.0.hook_resid_pre``) an edit raises `CircuitsError`.
+    Returns the sources and the (edited) stream."""
+    stream = sum(sources.values())
+    edited = hook(stream)
+    if edited is stream:
+        return sources, stream
+    if H not in sources:
+        if torch.equal(edited, stream):
+            return sources, stream
+        raise CircuitsError(
+            f"an edit of {hook.name} in decomposed mode has no source to go to (no H before layer 0); "
+            "edit hook_embed / hook_pos_embed instead, or run without decompose"
+        )
+    return {**sources, H: sources[H] + (edited - stream)}, edited
 
 
 class HookedEncoder(HookedRootModule):
@@ -94,6 +130,7 @@ class HookedEncoder(HookedRootModule):
     ``forward(tokens)`` returns the pooled representation [batch, d_model]. Pass
     ``decompose=True`` (or use `decomposed()`) to run the analysis path that exposes every
     attention-score term and value source as a hook (see `circuits.models.attention`).
+    ``mask`` overrides the attention mask ``cfg.mask`` names (any `AttentionMask`).
     """
 
     pool_index: int = 0
@@ -104,9 +141,11 @@ class HookedEncoder(HookedRootModule):
         d_vocab: int,
         n_ctx: int,
         generator: torch.Generator | None = None,
+        mask: AttentionMask | None = None,
     ):
         super().__init__()
         self.cfg, self.d_vocab, self.n_ctx = cfg, d_vocab, n_ctx
+        self.mask = mask if mask is not None else make_mask(cfg.mask)
         self.decompose = False
         self.embed = Embed(d_vocab, cfg.d_model)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
@@ -114,16 +153,49 @@ class HookedEncoder(HookedRootModule):
         if self.pos_embed is not None:
             self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
         self.blocks = nn.ModuleList(
-            TransformerBlock(cfg, n_ctx, layer, self.stream_sources(layer)) for layer in range(cfg.n_layers)
+            TransformerBlock(cfg, n_ctx, layer, self.stream_sources(layer), self.mask) for layer in range(cfg.n_layers)
         )
         self.ln_final = LayerNorm(cfg.d_model) if cfg.normalization == "pre" else NoNorm()
         self.hook_pooled = HookPoint()  # [batch, d_model]
         self.init_weights(generator if generator is not None else torch.Generator().manual_seed(0))
         self.setup()
 
+    def setup(self) -> None:
+        super().setup()
+        self._decomposed_only = frozenset(
+            n for n in self.hook_dict if n.rsplit(".", 1)[-1].startswith(("hook_score_", "hook_v_"))
+        )
+
+    def _check_hooks(self, decompose: bool, pooled_only: bool) -> None:
+        """No silent no-ops: raise for hooks that could not fire on this path (one pass over the
+        hook points' forward-hook lists; nothing else on the training path)."""
+        hooked = [name for name, hp in self.hook_dict.items() if hp.fwd_hooks]
+        if not hooked or decompose:
+            return
+        if pooled_only:
+            raise CircuitsError(
+                f"hook {hooked[0]} is attached, but pooled_only=True runs the pooled fast path where hooks "
+                "do not fire; call with pooled_only=False"
+            )
+        for name in hooked:
+            if name in self._decomposed_only and not all(
+                getattr(h.user_hook, "reads_only", False) for h in self.hook_dict[name].fwd_hooks
+            ):
+                raise CircuitsError(
+                    f"hook {name} only fires in decomposed mode; pass decompose=True or use encoder.decomposed()"
+                )
+
+    def get_caching_hooks(self, *args, **kwargs) -> tuple[dict, list, list]:
+        """TransformerLens' caching hooks, marked as reading only (so they never trigger the
+        decomposed-mode check: a cache simply lacks the terms of a plain run)."""
+        cache, fwd, bwd = super().get_caching_hooks(*args, **kwargs)
+        for _, fn in [*fwd, *bwd]:
+            fn.reads_only = True
+        return cache, fwd, bwd
+
     def stream_sources(self, layer: int) -> list[str]:
         """Named parts of the residual stream entering ``layer``: E, P (learned positions), H (layer > 0)."""
-        return ["E", *(["P"] if self.pos_embed is not None else []), *(["H"] if layer > 0 else [])]
+        return [E, *([P] if self.pos_embed is not None else []), *([H] if layer > 0 else [])]
 
     def init_weights(self, generator: torch.Generator) -> None:
         cfg = self.cfg
@@ -150,12 +222,14 @@ class HookedEncoder(HookedRootModule):
         (exact; used for training); ``decompose`` runs the term-by-term analysis path."""
         if tokens.ndim != 2 or tokens.shape[1] > self.n_ctx:
             raise ValueError(f"expected tokens of shape [batch, pos<= {self.n_ctx}], got {tuple(tokens.shape)}")
-        if pooled_only and len(self.blocks) == 1 and not (self.decompose if decompose is None else decompose):
+        decompose = self.decompose if decompose is None else decompose
+        self._check_hooks(decompose, pooled_only)
+        if pooled_only and len(self.blocks) == 1 and not decompose:
             return self.hook_pooled(self.ln_final(self.blocks[0].forward_pooled_table(self._input_table(tokens.shape[1]), tokens, self.pool_index)))
-        sources = {"E": self.hook_embed(self.embed(tokens))}
+        sources = {E: self.hook_embed(self.embed(tokens))}
         if self.pos_embed is not None:
-            sources["P"] = self.hook_pos_embed(self.pos_embed(tokens))
-        if self.decompose if decompose is None else decompose:
+            sources[P] = self.hook_pos_embed(self.pos_embed(tokens))
+        if decompose:
             for block in self.blocks:
                 sources = block.forward_decomposed(sources)
             resid = self.ln_final(sum(sources.values()))
@@ -187,6 +261,95 @@ class HookedEncoder(HookedRootModule):
         """As in TransformerLens, but the cache is an `ActivationCache` (``cache["pattern", 0]`` works)."""
         out, cache = super().run_with_cache(*args, **kwargs)
         return out, ActivationCache(cache, self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
+
+    # --------------------------------------------- TransformerLens weights, stacked over layers
+    @property
+    def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
+        return self.embed.W_E
+
+    @property
+    def W_pos(self) -> Float[Tensor, "n_ctx d_model"]:
+        if self.pos_embed is None:
+            raise CircuitsError(f"this encoder has no learned positional embedding (positional={self.cfg.positional!r})")
+        return self.pos_embed.W_pos
+
+    def _stack(self, module: str, name: str) -> Tensor:
+        parts = [getattr(getattr(block, module), name) for block in self.blocks if getattr(block, module) is not None]
+        if len(parts) != len(self.blocks):
+            raise CircuitsError(f"{name} needs an MLP in every block; this encoder is attention-only")
+        return torch.stack(parts)
+
+    @property
+    def W_Q(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack("attn", "W_Q")
+
+    @property
+    def W_K(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack("attn", "W_K")
+
+    @property
+    def W_V(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack("attn", "W_V")
+
+    @property
+    def W_O(self) -> Float[Tensor, "n_layers n_heads d_head d_model"]:
+        return self._stack("attn", "W_O")
+
+    @property
+    def b_Q(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return self._stack("attn", "b_Q")
+
+    @property
+    def b_K(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return self._stack("attn", "b_K")
+
+    @property
+    def b_V(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return self._stack("attn", "b_V")
+
+    @property
+    def b_O(self) -> Float[Tensor, "n_layers d_model"]:
+        return self._stack("attn", "b_O")
+
+    @property
+    def W_in(self) -> Float[Tensor, "n_layers d_model d_mlp"]:
+        return self._stack("mlp", "W_in")
+
+    @property
+    def W_out(self) -> Float[Tensor, "n_layers d_mlp d_model"]:
+        return self._stack("mlp", "W_out")
+
+    @property
+    def b_in(self) -> Float[Tensor, "n_layers d_mlp"]:
+        return self._stack("mlp", "b_in")
+
+    @property
+    def b_out(self) -> Float[Tensor, "n_layers d_model"]:
+        return self._stack("mlp", "b_out")
+
+    @property
+    def QK(self) -> FactoredMatrix:
+        """W_Q W_K^T, [n_layers, n_heads, d_model, d_model] (factored)."""
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        """W_V W_O, [n_layers, n_heads, d_model, d_model] (factored)."""
+        return FactoredMatrix(self.W_V, self.W_O)
+
+    def accumulated_bias(
+        self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True
+    ) -> Float[Tensor, " d_model"]:
+        """Sum of the output biases (b_O, and b_out if ``include_mlp_biases``) written to the
+        stream before ``layer`` (with ``mlp_input``: plus layer's own b_O), as TransformerLens."""
+        total = torch.zeros_like(self.embed.W_E[0])
+        for block in self.blocks[:layer]:
+            total = total + block.attn.b_O
+            if include_mlp_biases and block.mlp is not None:
+                total = total + block.mlp.b_out
+        if mlp_input:
+            total = total + self.blocks[layer].attn.b_O
+        return total
 
     def term_names(self, layer: int) -> list[str]:
         return self.blocks[layer].attn.term_names

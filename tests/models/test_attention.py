@@ -50,7 +50,7 @@ def test_attention_scores_are_scaled_query_key_products(cached):
 def test_scores_are_minus_infinity_exactly_at_masked_positions(cached):
     enc, cache = cached
     n = enc.n_ctx
-    masked = torch.triu(torch.ones(n, n, dtype=torch.bool), 1) if enc.cfg.causal else torch.zeros(n, n, dtype=torch.bool)
+    masked = torch.triu(torch.ones(n, n, dtype=torch.bool), 1) if enc.cfg.mask == "causal" else torch.zeros(n, n, dtype=torch.bool)
     for layer in range(enc.cfg.n_layers):
         scores = cache["attn_scores", layer]
         assert (scores[..., masked] == float("-inf")).all()
@@ -165,7 +165,7 @@ def test_rotary_rotates_pairs_by_position_and_preserves_norms():
 
 
 def test_factored_qk_and_ov_circuits_match_the_weights():
-    enc = HookedTextEncoder(EncoderConfig(d_model=12, d_head=3, n_heads=2, causal=True), d_vocab=9, n_ctx=4)
+    enc = HookedTextEncoder(EncoderConfig(d_model=12, d_head=3, n_heads=2, mask="causal"), d_vocab=9, n_ctx=4)
     attn = enc.blocks[0].attn
     torch.testing.assert_close(attn.QK.AB, attn.W_Q @ attn.W_K.transpose(-2, -1))
     torch.testing.assert_close(attn.OV.AB, attn.W_V @ attn.W_O)

@@ -66,7 +66,7 @@ def test_initialisation_is_determined_by_train_seed(rand_run_cfg):
 
 
 def test_vision_and_text_get_different_initial_weights():
-    cfg = RunConfig().with_overrides({"model.text.causal": False})  # identical architectures on both sides
+    cfg = RunConfig().with_overrides({"model.text.mask": "bidirectional"})  # identical architectures on both sides
     model, world = clip_for(cfg)
     w_v, w_t = model.vision.blocks[0].attn.W_Q, model.text.blocks[0].attn.W_Q
     assert w_v.shape == w_t.shape and not torch.equal(w_v, w_t)

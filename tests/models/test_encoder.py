@@ -150,7 +150,7 @@ def test_vocabulary_and_context_come_from_the_world(rand_model, rand_world):
     assert (rand_model.vision.d_vocab, rand_model.vision.n_ctx) == (world.d_vocab_vision, world.n_ctx_vision)
     assert (rand_model.text.d_vocab, rand_model.text.n_ctx) == (world.d_vocab_text, world.n_ctx_text)
     assert isinstance(rand_model.vision, HookedVisionEncoder) and isinstance(rand_model.text, HookedTextEncoder)
-    assert rand_model.vision.cfg.causal is False and rand_model.text.cfg.causal is True
+    assert rand_model.vision.cfg.mask == "bidirectional" and rand_model.text.cfg.mask == "causal"
 
 
 def test_qkv_bias_off_freezes_the_projection_biases_at_zero():

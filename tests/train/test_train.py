@@ -196,4 +196,5 @@ def test_default_recipe_generalises_to_unseen_pairs(default_checkpoint):
     assert final["single_object"] >= 0.97, final
     assert final["seen_pair"] >= 0.97, final
     assert final["unseen_pair"] >= 0.8, final
-    assert evaluate(load(default_checkpoint))["unseen_pair"] == pytest.approx(final["unseen_pair"])
+    run = load(default_checkpoint)
+    assert evaluate(run.model, run.task)["unseen_pair"] == pytest.approx(final["unseen_pair"])
