@@ -1,0 +1,66 @@
+"""Batch samplers: endless iterators of batches over tensors already on the device.
+
+A batch is any object `take_rows` can index along its first axis: a tensor, a tuple / list /
+dict of tensors, or an object with a ``take(index)`` method (e.g. `ClipBatch`, which keeps its
+texts and selects images). Sampling draws one index tensor per step; no per-sample Python.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor
+
+
+def take_rows(batch: Any, index: Tensor) -> Any:
+    """``batch`` restricted to rows ``index`` (of every tensor in it, or by ``batch.take``)."""
+    if hasattr(batch, "take"):
+        return batch.take(index)
+    if isinstance(batch, Tensor):
+        return batch[index]
+    if isinstance(batch, dict):
+        return {k: take_rows(v, index) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(take_rows(v, index) for v in batch)
+    raise TypeError(f"cannot take rows of a {type(batch).__name__}; give it a take(index) method")
+
+
+def _device(batch: Any) -> torch.device:
+    """The device of the first tensor found in ``batch``."""
+    if isinstance(batch, Tensor):
+        return batch.device
+    parts = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (tuple, list)) else vars(batch).values()
+    for part in parts:
+        if isinstance(part, (Tensor, dict, tuple, list)) or hasattr(part, "__dict__"):
+            try:
+                return _device(part)
+            except (TypeError, LookupError):
+                continue
+    raise LookupError("the batch holds no tensor")
+
+
+def full_batch(batch: Any) -> Iterator[Any]:
+    """The same whole batch every step."""
+    return itertools.repeat(batch)
+
+
+def minibatches(batch: Any, size: int, *, seed: int, n: int | None = None) -> Iterator[Any]:
+    """Random minibatches of ``size`` distinct rows of the ``n = len(batch)`` rows, every step.
+
+    The indices come from a CPU ``torch.Generator`` seeded with ``seed`` (the same sequence on
+    every device) and are moved to the batch's device.
+    """
+    n = len(batch) if n is None else n
+    device = _device(batch)
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield take_rows(batch, torch.randperm(n, generator=generator)[:size].to(device))
+
+
+def batches(batch: Any, size: int | None, *, seed: int) -> Iterator[Any]:
+    """`full_batch` when ``size`` is None or covers the data, else seeded `minibatches`."""
+    if size is None or size >= len(batch):
+        return full_batch(batch)
+    return minibatches(batch, size, seed=seed)
