@@ -27,18 +27,25 @@ def take_rows(batch: Any, index: Tensor) -> Any:
     raise TypeError(f"cannot take rows of a {type(batch).__name__}; give it a take(index) method")
 
 
-def _device(batch: Any) -> torch.device:
-    """The device of the first tensor found in ``batch``."""
+def _first_tensor(batch: Any) -> Tensor:
+    """The first tensor found in ``batch`` (depth first)."""
     if isinstance(batch, Tensor):
-        return batch.device
+        return batch
     parts = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (tuple, list)) else vars(batch).values()
     for part in parts:
         if isinstance(part, (Tensor, dict, tuple, list)) or hasattr(part, "__dict__"):
             try:
-                return _device(part)
-            except (TypeError, LookupError):
+                return _first_tensor(part)
+            except LookupError:
                 continue
     raise LookupError("the batch holds no tensor")
+
+
+def n_rows(batch: Any) -> int:
+    """Rows of ``batch``: ``len(batch)`` if it defines one (and is no container), else its first tensor's."""
+    if hasattr(batch, "__len__") and not isinstance(batch, (tuple, list, dict)):
+        return len(batch)
+    return len(_first_tensor(batch))
 
 
 def full_batch(batch: Any) -> Iterator[Any]:
@@ -47,13 +54,13 @@ def full_batch(batch: Any) -> Iterator[Any]:
 
 
 def minibatches(batch: Any, size: int, *, seed: int, n: int | None = None) -> Iterator[Any]:
-    """Random minibatches of ``size`` distinct rows of the ``n = len(batch)`` rows, every step.
+    """Random minibatches of ``size`` distinct rows of the batch's ``n`` rows (`n_rows`), every step.
 
     The indices come from a CPU ``torch.Generator`` seeded with ``seed`` (the same sequence on
     every device) and are moved to the batch's device.
     """
-    n = len(batch) if n is None else n
-    device = _device(batch)
+    n = n_rows(batch) if n is None else n
+    device = _first_tensor(batch).device
     generator = torch.Generator().manual_seed(seed)
     while True:
         yield take_rows(batch, torch.randperm(n, generator=generator)[:size].to(device))
@@ -61,6 +68,6 @@ def minibatches(batch: Any, size: int, *, seed: int, n: int | None = None) -> It
 
 def batches(batch: Any, size: int | None, *, seed: int) -> Iterator[Any]:
     """`full_batch` when ``size`` is None or covers the data, else seeded `minibatches`."""
-    if size is None or size >= len(batch):
+    if size is None or size >= n_rows(batch):
         return full_batch(batch)
     return minibatches(batch, size, seed=seed)

@@ -64,6 +64,7 @@ def fit(
 
     Your own model and loss, with the toolkit's loop, metrics file and progress bar::
 
+        from pathlib import Path
         import torch
         from circuits.train import fit, minibatches
 
