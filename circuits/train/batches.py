@@ -16,10 +16,10 @@ from torch import Tensor
 
 def take_rows(batch: Any, index: Tensor) -> Any:
     """``batch`` restricted to rows ``index`` (of every tensor in it, or by ``batch.take``)."""
+    if isinstance(batch, Tensor):  # (before take: Tensor.take indexes the flattened tensor)
+        return batch[index]
     if hasattr(batch, "take"):
         return batch.take(index)
-    if isinstance(batch, Tensor):
-        return batch[index]
     if isinstance(batch, dict):
         return {k: take_rows(v, index) for k, v in batch.items()}
     if isinstance(batch, (tuple, list)):
