@@ -18,7 +18,6 @@ times each call ``--repeat`` times and prints the best and median seconds:
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import platform
 import statistics
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions per call, after one warm-up (default 3)")
     args = p.parse_args(argv)
 
-    device = importlib.import_module("circuits.train.loop").resolve_device(args.device)
+    device = circuits.train.resolve_device(args.device)
     print(f"torch {torch.__version__}  python {platform.python_version()}  device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
           + f"  threads {torch.get_num_threads()}  cpus {os.cpu_count()}  {platform.machine()}"
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         cfg = circuits.RunConfig().with_overrides([f"train.steps={args.steps}", f"train.device={args.device}"])
         t0 = time.perf_counter()
-        run = circuits.train(cfg, progress=False)
+        run = circuits.train_model(cfg, progress=False)
         print(f"model: default config trained for {args.steps} steps in {time.perf_counter() - t0:.1f} s")
     model, world = run.model.eval(), run.task
     print(f"accuracies: {({k: round(v, 3) for k, v in circuits.evaluate(model, world).items()})}")

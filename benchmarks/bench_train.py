@@ -20,7 +20,6 @@ the same function (the fast path is exact), so the learning curves agree up to f
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import platform
 import sys
@@ -28,9 +27,8 @@ import time
 
 import torch
 
+import circuits.train.loop as loop
 from circuits.config import RunConfig
-
-loop = importlib.import_module("circuits.train.loop")  # `circuits.train` the attribute is the function
 
 
 class _Stop(Exception):

@@ -99,6 +99,8 @@ def read_config(directory: PathLike) -> RunConfig:
 def read_metrics(path: PathLike) -> list[Metrics]:
     """The evaluation rows of checkpoint directory `path` (or of a ``metrics.jsonl`` file), in
     training order."""
+    if not Path(path).exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
     file = Path(path) / METRICS if Path(path).is_dir() else Path(path)
     try:
         lines = file.read_text().splitlines()

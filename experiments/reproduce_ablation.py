@@ -107,7 +107,7 @@ def run_one(name: str, seed: int, steps: int, ckpt: str | None = None) -> dict:
     overrides = [*variant.overrides, f"train.seed={seed}", f"world.seed={seed}", f"train.steps={steps}",
                  f"train.eval_every={max(steps // 10, 1)}"]
     cfg = circuits.RunConfig().with_overrides(overrides)
-    result = circuits.train(cfg, progress=False)
+    result = circuits.train_model(cfg, progress=False)
     model, world = result.model, result.task
     if ckpt is not None:
         circuits.save(result, Path(ckpt), force=True)

@@ -38,7 +38,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def trained(one_thread) -> Run:
     """A tiny model trained for 30 steps (about a second), with its metrics history."""
-    return circuits.train(tiny_run_config(), progress=False)
+    return circuits.train_model(tiny_run_config(), progress=False)
 
 
 @pytest.fixture(scope="module")

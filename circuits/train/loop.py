@@ -1,8 +1,10 @@
-"""Contrastive training: the whole tiny dataset lives on the device as tensors.
+"""The training loop (`fit`) and the default recipe (`train`) composed from swappable parts.
 
-Full batch by default (every training image each step); ``train.batch_size`` switches to
-minibatches drawn by index from the same device tensors. Training uses the pooled-row-only
-forward, which is exact (tested against the hooked full path).
+`fit(model, objective, batches, optimizer, steps)` is generic over any ``nn.Module``, any
+objective ``loss(model, batch)`` and any iterator of batches. `train(cfg)` is the paper's CLIP
+recipe: `HookedCLIP` + `ClipObjective` + the world's training tensors (`clip_batch`), full
+batch or seeded minibatches (`circuits.train.batches`), AdamW (`make_optimizer`), evaluating
+every split every ``train.eval_every`` steps. The whole tiny dataset lives on the device.
 """
 
 from __future__ import annotations
@@ -10,32 +12,129 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from circuits.config import RunConfig, TrainConfig
 from circuits.checkpoint import Run, resolve_device
+from circuits.config import RunConfig, TrainConfig
+from circuits.data import World
 from circuits.evaluate import evaluate
 from circuits.models import HookedCLIP
 from circuits.tasks import build_task
-from circuits.train.loss import clip_loss
+from circuits.train.batches import batches
+from circuits.train.objective import ClipBatch, ClipObjective, LossFn, ObjectiveLike, loss_function
 
 Metrics = dict[str, float]
+Step = Callable[[nn.Module, LossFn, Any, torch.optim.Optimizer], Tensor]
 
 
-def make_optimizer(model: HookedCLIP, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on every parameter but the logit scale."""
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and n != "logit_scale"]
+def optimizer_step(model: nn.Module, loss_fn: LossFn, batch: Any, optimizer: torch.optim.Optimizer) -> Tensor:
+    """One step of ``optimizer`` on ``loss_fn(model, batch)``; returns the loss (before the step)."""
+    loss = loss_fn(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def fit(
+    model: nn.Module,
+    objective: ObjectiveLike,
+    batches: Iterable[Any],
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    *,
+    evaluate: Callable[[nn.Module], Mapping[str, float]] | None = None,
+    eval_every: int = 100,
+    log: Callable[[Metrics], None] | None = None,
+    metrics_path: Path | None = None,
+    progress: bool = True,
+    show: Sequence[str] = (),
+    step: Step = optimizer_step,
+) -> list[Metrics]:
+    """Train ``model`` for ``steps`` steps; return the metrics rows (one per evaluation).
+
+    Each step takes the next batch of ``batches`` and runs ``step`` (default: zero grads,
+    backward, ``optimizer.step()``). Every ``eval_every`` steps and at the last one a row
+    ``{"step", "loss", **evaluate(model), "seconds"}`` is recorded ("loss" is that step's
+    training loss, "seconds" since the start); it is appended to ``metrics_path`` (JSON lines)
+    and passed to ``log``. The progress bar shows the loss and the row's keys in ``show``.
+
+    Your own model and loss, with the toolkit's loop, metrics file and progress bar::
+
+        from pathlib import Path
+        import torch
+        from circuits.train import fit, minibatches
+
+        model = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+        x = torch.randn(1000, 2)
+        data = (x, x.prod(dim=1, keepdim=True))              # learn x0 * x1
+
+        def mse(model, batch):                                 # an objective: (model, batch) -> scalar
+            inputs, target = batch
+            return torch.nn.functional.mse_loss(model(inputs), target)
+
+        history = fit(
+            model, mse, minibatches(data, 64, seed=0), torch.optim.AdamW(model.parameters(), lr=1e-2),
+            steps=2000, eval_every=200, metrics_path=Path("metrics.jsonl"), show=["test"],
+            evaluate=lambda m: {"test": mse(m, data).item()},
+        )
+        history[-1]    # {"step": 2000, "loss": ..., "test": ..., "seconds": ...}
+
+    An object with a ``loss(model, batch)`` method (an `Objective`, e.g. `ClipObjective`) works
+    in place of ``mse``; `full_batch(data)` gives the whole data every step.
+    """
+    loss_fn, batch_iter, history = loss_function(objective), iter(batches), []
+    start = time.perf_counter()
+    bar = tqdm(range(1, steps + 1), desc="train", disable=not progress, dynamic_ncols=True)
+    for n in bar:
+        loss = step(model, loss_fn, next(batch_iter), optimizer)
+        if n % eval_every == 0 or n == steps:
+            row = {"step": n, "loss": loss.item(), **(evaluate(model) if evaluate is not None else {})}
+            row["seconds"] = round(time.perf_counter() - start, 3)
+            history.append(row)
+            if metrics_path is not None:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            if log is not None:
+                log(row)
+            bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", *show) if k in row})
+    bar.close()
+    return history
+
+
+def make_optimizer(
+    model: nn.Module | Mapping[str, Tensor], cfg: TrainConfig, no_decay: Sequence[str] = ("logit_scale",)
+) -> torch.optim.AdamW:
+    """AdamW with weight decay on every trainable parameter but those named in ``no_decay``.
+
+    ``model`` is a module or a name -> tensor mapping (e.g. stacked parameters, see
+    `circuits.train.functional`).
+    """
+    named = list(model.named_parameters() if isinstance(model, nn.Module) else model.items())
+    trainable = [(n, p) for n, p in named if p.requires_grad]
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": [model.logit_scale], "weight_decay": 0.0}],
+        [
+            {"params": [p for n, p in trainable if n not in no_decay], "weight_decay": cfg.weight_decay},
+            {"params": [p for n, p in trainable if n in no_decay], "weight_decay": 0.0},
+        ],
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
     )
 
 
-TrainResult = Run  # what `train` returns
+TrainResult = Run  # what `train` returns: config, model, task, history, seconds
+
+
+def clip_batch(world: World, device: torch.device) -> ClipBatch:
+    """The training set of ``world`` as one `ClipBatch` on ``device``: every training image, and
+    as texts the captions of training images."""
+    data = world.train.to(device)
+    caption_ids = world.train_caption_ids.to(device)
+    return ClipBatch(data.images, world.captions.to(device)[caption_ids], data.truth(world.n_captions)[:, caption_ids])
 
 
 def train(
@@ -48,54 +147,24 @@ def train(
 ) -> Run:
     """Train a CLIP pair from scratch as `cfg` says; deterministic given the config.
 
-    Every ``train.eval_every`` steps (and at the last step) the accuracies of all splits are
-    computed; each row is appended to ``metrics_path`` (JSON lines) if given.
-
-    ``pooled_only`` (default True) trains with the pooled-row-only forward of the encoders
-    (exact, much faster); False runs the full hooked forward every step instead (same
-    function, for benchmarks and cross-checks; see ``benchmarks/bench_train.py``).
+    The default composition of `fit`: `HookedCLIP`, `ClipObjective`, the world's training set
+    (full batch, or seeded minibatches of ``train.batch_size``), `make_optimizer`. Every
+    ``train.eval_every`` steps (and at the last step) the logit scale and the accuracies of
+    all splits are recorded; each row is appended to ``metrics_path`` (JSON lines) if given
+    and passed to ``on_eval``. ``pooled_only``: see `ClipObjective`. Top level:
+    ``circuits.train_model`` (``circuits.train`` is this package).
     """
     tc = cfg.train
     device = resolve_device(tc.device)
     world = build_task(cfg)
     model = HookedCLIP.for_task(cfg, world).to(device)
-    optimizer = make_optimizer(model, tc)
+    data = clip_batch(world, device)
 
-    data = world.train.to(device)
-    caption_ids = world.train_caption_ids.to(device)  # the texts of the loss: captions of training images
-    captions = world.captions.to(device)[caption_ids]
-    truth = data.truth(world.n_captions)[:, caption_ids]
-    sampler = torch.Generator().manual_seed(tc.seed)
-
-    result = Run(cfg, model, world)
     start = time.perf_counter()
-    bar = tqdm(range(1, tc.steps + 1), desc="train", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        if tc.batch_size is None or tc.batch_size >= len(data):
-            images, batch_truth = data.images, truth
-        else:
-            index = torch.randperm(len(data), generator=sampler)[: tc.batch_size].to(device)
-            images, batch_truth = data.images[index], truth[index]
-        img = torch.nn.functional.normalize(model.encode_image(images, pooled_only=pooled_only), dim=-1)
-        txt = torch.nn.functional.normalize(model.encode_text(captions, pooled_only=pooled_only), dim=-1)
-        loss = clip_loss(model.scale * img @ txt.T, batch_truth)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-        if step % tc.eval_every == 0 or step == tc.steps:
-            row = {"step": step, "loss": loss.item(), "scale": model.scale.item(), **evaluate(model, world, world.split_names)}
-            row["seconds"] = round(time.perf_counter() - start, 3)
-            result.history.append(row)
-            if metrics_path is not None:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-            if on_eval is not None:
-                on_eval(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", single=f"{row['single_object']:.2f}",
-                            seen=f"{row['seen_pair']:.2f}", unseen=f"{row['unseen_pair']:.2f}")
-    bar.close()
+    history = fit(
+        model, ClipObjective(pooled_only), batches(data, tc.batch_size, seed=tc.seed), make_optimizer(model, tc), tc.steps,
+        evaluate=lambda m: {"scale": m.scale.item(), **evaluate(m, world, world.split_names)}, eval_every=tc.eval_every,
+        log=on_eval, metrics_path=metrics_path, progress=progress, show=("single_object", "seen_pair", "unseen_pair"),
+    )
     model.eval()
-    result.seconds = time.perf_counter() - start
-    return result
-
+    return Run(cfg, model, world, history, seconds=time.perf_counter() - start)

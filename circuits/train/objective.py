@@ -1,0 +1,68 @@
+"""Objectives: what training minimises, as a function of a model and a batch.
+
+An objective is anything with ``loss(model, batch) -> scalar tensor`` (the `Objective`
+protocol); `fit` also takes a plain function ``(model, batch) -> scalar``. `ClipObjective` is
+the default recipe's: the multi-positive symmetric CLIP loss (`clip_loss`) on a `ClipBatch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Union, runtime_checkable
+
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+
+from circuits.train.loss import clip_loss
+
+
+@runtime_checkable
+class Objective(Protocol):
+    def loss(self, model: nn.Module, batch: Any) -> Float[Tensor, ""]:
+        """The scalar to minimise on ``batch``; must be differentiable in the model's parameters."""
+        ...
+
+
+LossFn = Callable[[nn.Module, Any], Tensor]
+ObjectiveLike = Union[Objective, LossFn]
+
+
+def loss_function(objective: ObjectiveLike) -> LossFn:
+    """``objective.loss`` for an `Objective`, the function itself for a plain ``(model, batch) -> loss``."""
+    return objective.loss if isinstance(objective, Objective) else objective
+
+
+@dataclass(frozen=True)
+class ClipBatch:
+    """Images, the texts of the loss and which text is true of which image.
+
+    ``truth[i, c]``: caption ``c`` is true of image ``i``. `take` selects images (minibatches);
+    the texts stay (captions true of no selected image drop out of the loss).
+    """
+
+    images: Int[Tensor, "batch seq"]
+    captions: Int[Tensor, "n_captions caption_len"]
+    truth: Bool[Tensor, "batch n_captions"]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def take(self, index: Int[Tensor, " k"]) -> ClipBatch:
+        return ClipBatch(self.images[index], self.captions, self.truth[index])
+
+
+@dataclass(frozen=True)
+class ClipObjective:
+    """Symmetric multi-positive CLIP loss of a CLIP pair (``encode_image``, ``encode_text``, ``scale``).
+
+    ``pooled_only`` (default True) uses the encoders' pooled-row-only forward (exact, much
+    faster); False runs the full hooked forward (same function; for benchmarks, cross-checks).
+    """
+
+    pooled_only: bool = True
+
+    def loss(self, model: nn.Module, batch: ClipBatch) -> Float[Tensor, ""]:
+        img = F.normalize(model.encode_image(batch.images, pooled_only=self.pooled_only), dim=-1)
+        txt = F.normalize(model.encode_text(batch.captions, pooled_only=self.pooled_only), dim=-1)
+        return clip_loss(model.scale * img @ txt.T, batch.truth)
