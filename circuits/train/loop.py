@@ -20,6 +20,7 @@ from circuits.config import RunConfig, TrainConfig
 from circuits.data import World
 from circuits.evaluate import evaluate
 from circuits.models import HookedCLIP
+from circuits.runtime import training_entry
 from circuits.train.loss import clip_loss
 
 Metrics = dict[str, float]
@@ -52,6 +53,7 @@ class TrainResult:
         return self.history[-1] if self.history else {}
 
 
+@training_entry  # checks threads, device and size first; runs with train.threads threads
 def train(
     cfg: RunConfig,
     *,
