@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import safetensors.torch
 import torch
 from safetensors import SafetensorError
 
+from circuits.atomic import _swap, atomic_directory, check_target, sibling
 from circuits.config import RunConfig
 from circuits.errors import CheckpointError, ConfigError
 from circuits.models import HookedCLIP
@@ -79,13 +76,20 @@ def train_or_load(
     target = _target(directory)
     if not retrain and (target / CONFIG).is_file():
         found = _read_config(target)
-        if found.to_dict() != cfg.to_dict():
+        if _without_threads(found) != _without_threads(cfg):  # threads change the speed, not the model
             raise CheckpointError(
-                f"{target} holds a checkpoint trained with a different config; use another directory or retrain"
+                f"{target} holds a checkpoint trained with a different config; use another directory or retrain=True",
+                cli=f"{target} holds a checkpoint trained with a different config; use another --out or --retrain",
             )
         return load(target), read_metrics(target), target, False
     model, history, path = train_to_directory(cfg, target, force=retrain, progress=progress)
     return model, history, path, True
+
+
+def _without_threads(cfg: RunConfig) -> dict:
+    data = cfg.to_dict()
+    data["train"].pop("threads", None)
+    return data
 
 
 def load(directory: PathLike, device: str | torch.device | None = None) -> HookedCLIP:
@@ -140,69 +144,8 @@ def _target(directory: PathLike) -> Path:
     return Path(os.path.abspath(directory))
 
 
-def _check_target(target: Path, force: bool) -> None:
-    """Raise unless a checkpoint may be put at `target` (absent, empty, or a checkpoint and `force`)."""
-    if not target.exists() and not target.is_symlink():
-        return
-    if not target.is_dir():
-        raise CheckpointError(f"{target} exists and is not a directory; choose another --out")
-    if not any(target.iterdir()):
-        return
-    if not force:
-        raise CheckpointError(f"{target} exists and is not empty; pass --force to overwrite or choose another --out")
-    if not (target / CONFIG).is_file():
-        # --force deletes the old directory: never do that to something that is not a checkpoint
-        raise CheckpointError(f"{target} is not empty and is not a checkpoint (no {CONFIG}); refusing to overwrite it")
-
-
-def _sibling(target: Path, tag: str) -> Path:
-    """A fresh hidden name next to `target`, e.g. ``.run.tmp-1a2b3c4d``."""
-    return target.with_name(f".{target.name}.{tag}-{uuid.uuid4().hex[:8]}")
-
-
-@contextmanager
-def _atomic_directory(target: Path, *, force: bool) -> Iterator[Path]:
-    """Yield an empty temporary directory that replaces absolute path `target` when the block succeeds.
-
-    The target is checked on entry (fail fast) and again before the swap. With ``force`` an
-    existing checkpoint is renamed aside, the new one renamed in, and only then the old one
-    deleted, so a crash at any point leaves a complete checkpoint at or next to the target.
-    On any error the temporary directory is removed and the target is left untouched.
-    """
-    _check_target(target, force)
-    tmp = _sibling(target, "tmp")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()  # a plain mkdir (not mkdtemp) so the checkpoint gets the usual permissions
-    except OSError as e:
-        raise CheckpointError(f"cannot create a checkpoint in {target.parent}: {e.strerror or e}") from None
-    try:
-        yield tmp
-        _check_target(target, force)
-        if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
-            target.rmdir()
-        if target.exists() or target.is_symlink():
-            _swap(tmp, target)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _swap(new: Path, target: Path) -> None:
-    """Replace `target` by `new`: old aside, new in (or old back if that fails), then old deleted."""
-    old = _sibling(target, "old")
-    target.rename(old)
-    try:
-        new.rename(target)
-    except BaseException:
-        old.rename(target)
-        raise
-    if old.is_symlink():
-        old.unlink()
-    else:
-        shutil.rmtree(old, ignore_errors=True)  # the new checkpoint is in place: a leftover is no failure
+# locking, the temporary sibling, SIGTERM and stale leftovers: circuits.atomic (no torch there)
+_check_target, _sibling, _atomic_directory, _swap = check_target, sibling, atomic_directory, _swap
 
 
 # ------------------------------------------------------------------------------------ reading
