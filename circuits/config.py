@@ -201,9 +201,10 @@ def n_position_pairs(w: WorldConfig) -> int:
 EVAL_CHUNK = 4096  # images per forward pass in evaluation (circuits.evaluate.CHUNK)
 MAX_STEPS = 10_000_000  # far beyond anything useful: the default model learns in 1,500
 MAX_IMAGES = 5_000_000  # images in all splits; the world is built in Python, ~ minutes per million
-# Training cost model, calibrated on the default config (``benchmarks/bench_threads.py``: about
-# 0.02 s per step on one thread of a 2-core x86 machine): seconds per multiply-accumulate.
-SECONDS_PER_MAC = 1.0e-10
+# Training cost model, calibrated on the default config (``benchmarks/bench_threads.py``: 200
+# steps, evaluations included, in 7.2 s on one thread of a 2-core x86 machine, i.e. 0.036 s per
+# step for its 4.9e9 multiply-accumulates as counted below): seconds per multiply-accumulate.
+SECONDS_PER_MAC = 7.3e-12
 
 
 @dataclass(frozen=True)

@@ -86,16 +86,18 @@ def available_memory() -> int | None:
         return None
 
 
-def preflight(cfg) -> None:
+def preflight(cfg):
     """Everything that can be checked about a training run of `cfg` before any work starts:
     its threads, its device, its size against the memory of this machine, its step count.
-    Raises `ConfigError` (one line). Imports torch (for the device) only if the size is fine."""
+    Raises `ConfigError` (one line); returns the `ResourceEstimate`. Imports torch (for the
+    device) only if the size is fine."""
     from circuits.config import check_resources
 
     check_threads(cfg.train.threads)
-    check_resources(cfg, available_memory())
+    estimate = check_resources(cfg, available_memory())
     if cfg.train.device != "auto" and cfg.train.device != "cpu":
         check_device(cfg.train.device)
+    return estimate
 
 
 def training_entry(fn):

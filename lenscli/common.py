@@ -116,7 +116,10 @@ def training_config(config: Path | None, overrides: list[str] | None, threads: i
     cfg = load_run_config(config, overrides)
     if threads is not None:
         cfg = cfg.with_overrides({"train.threads": threads})
-    preflight(cfg)
+    estimate = preflight(cfg)
+    if estimate.train_hours > 1:
+        typer.echo(f"warning: {cfg.train.steps:,} steps will take about {estimate.train_hours:,.1f} hours"
+                   " on one CPU thread", err=True)
     return cfg
 
 
