@@ -48,7 +48,7 @@ CheckpointOption = Annotated[
 ThreadsOption = Annotated[
     Optional[int],
     typer.Option("--threads", min=1, show_default=False,
-                 help="CPU threads for torch (training: sets train.threads).  [default: 1; more collapses on a busy machine]"),
+                 help="CPU threads for torch, default 1 (more collapse on a busy machine); sets train.threads when training."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout instead of a table.")]
 
