@@ -23,11 +23,13 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 import circuits
+from circuits.runtime import DEFAULT_THREADS, check_device, run_script, set_threads
 from circuits.ablate import Ablation, evaluate_ablation
 from circuits.decompose import decompose
 from circuits.stats import head_bias
@@ -49,7 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=1500, help="training steps when no --ckpt (default 1500)")
     p.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps or auto (default cpu)")
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions per call, after one warm-up (default 3)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=f"CPU threads for torch (default {DEFAULT_THREADS})")
     args = p.parse_args(argv)
+    if args.repeat < 1 or args.threads < 1 or args.steps < 0:
+        p.error("--repeat and --threads must be >= 1, --steps >= 0")
+    set_threads(args.threads)
 
     device = circuits.train.resolve_device(args.device)
     print(f"torch {torch.__version__}  python {platform.python_version()}  device {device}"
@@ -60,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         run = circuits.load(args.ckpt, device=device)
         print(f"model: {args.ckpt}")
     else:
-        cfg = circuits.RunConfig().with_overrides([f"train.steps={args.steps}", f"train.device={args.device}"])
+        cfg = circuits.RunConfig().with_overrides([f"train.steps={args.steps}", f"train.device={args.device}",
+                                                   f"train.threads={args.threads}"])
         t0 = time.perf_counter()
         run = circuits.train_model(cfg, progress=False)
         print(f"model: default config trained for {args.steps} steps in {time.perf_counter() - t0:.1f} s")
@@ -83,4 +90,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -29,6 +29,7 @@ import torch
 
 import circuits.train.loop as loop
 from circuits.config import RunConfig
+from circuits.runtime import DEFAULT_THREADS, preflight, run_script, set_threads
 
 
 class _Stop(Exception):
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="end each run at the first evaluation that reaches --target (makes the slow full path affordable)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override, e.g. --set model.vision.n_layers=2 (repeatable)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=f"CPU threads for torch (default {DEFAULT_THREADS})")
     args = p.parse_args(argv)
 
     paths = [x.strip() for x in args.paths.split(",") if x.strip()]
@@ -120,8 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     if bad or not paths:
         p.error(f"--paths takes fast, full or fast,full (got {args.paths!r})")
     cfg = RunConfig().with_overrides(
-        [f"train.steps={args.steps}", f"train.eval_every={args.eval_every}", f"train.device={args.device}", *args.overrides]
+        [f"train.steps={args.steps}", f"train.eval_every={args.eval_every}", f"train.device={args.device}",
+         f"train.threads={args.threads}", *args.overrides]
     )
+    preflight(cfg)  # device, size, steps: one line and exit 2, before any work
+    set_threads(cfg.train.threads)
     device = loop.resolve_device(cfg.train.device)
 
     print(f"torch {torch.__version__}  python {platform.python_version()}  device {device}"
@@ -159,4 +164,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

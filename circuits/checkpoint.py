@@ -16,10 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +23,7 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 
+from circuits.atomic import atomic_directory  # the lock, temporary sibling, SIGTERM and stale leftovers
 from circuits.config import RunConfig
 from circuits.errors import CheckpointError, ConfigError
 from circuits.models import HookedCLIP
@@ -69,8 +66,8 @@ def save(run: Run, directory: PathLike, *, force: bool = False) -> Path:
 
     Refuses to replace a non-empty directory unless ``force``; an empty one is reused.
     """
-    target = _target(directory)
-    with _atomic_directory(target, force=force) as tmp:
+    target = target_path(directory)
+    with atomic_directory(target, force=force) as tmp:
         write_model(run.cfg, run.model, tmp)
         with open(tmp / METRICS, "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in run.history)
@@ -88,7 +85,7 @@ def load(directory: PathLike, device: str | torch.device | None = None) -> Run:
     _check_state_dict(state, model.state_dict(), path)
     model.load_state_dict(state, strict=True)
     model.eval()
-    return Run(cfg, model.to(_device(device)), task, read_metrics(path), _target(path))
+    return Run(cfg, model.to(_device(device)), task, read_metrics(path), target_path(path))
 
 
 def read_config(directory: PathLike) -> RunConfig:
@@ -131,77 +128,12 @@ def write_model(cfg: RunConfig, model: HookedCLIP, directory: Path) -> None:
     (directory / WEIGHTS).write_bytes(safetensors.torch.save(state, metadata={"format": "pt"}))
 
 
-def _target(directory: PathLike) -> Path:
+def target_path(directory: PathLike) -> Path:
     """Absolute, normalised (``.`` and ``..`` removed, symlinks kept) form of a checkpoint path.
 
     Taken once, up front: replacing the current directory would leave a relative path dangling.
     """
     return Path(os.path.abspath(directory))
-
-
-def _check_target(target: Path, force: bool) -> None:
-    """Raise unless a checkpoint may be put at `target` (absent, empty, or a checkpoint and `force`)."""
-    if not target.exists() and not target.is_symlink():
-        return
-    if not target.is_dir():
-        raise CheckpointError(f"{target} exists and is not a directory; choose another --out")
-    if not any(target.iterdir()):
-        return
-    if not force:
-        raise CheckpointError(f"{target} exists and is not empty; pass --force to overwrite or choose another --out")
-    if not (target / CONFIG).is_file():
-        # --force deletes the old directory: never do that to something that is not a checkpoint
-        raise CheckpointError(f"{target} is not empty and is not a checkpoint (no {CONFIG}); refusing to overwrite it")
-
-
-def _sibling(target: Path, tag: str) -> Path:
-    """A fresh hidden name next to `target`, e.g. ``.run.tmp-1a2b3c4d``."""
-    return target.with_name(f".{target.name}.{tag}-{uuid.uuid4().hex[:8]}")
-
-
-@contextmanager
-def _atomic_directory(target: Path, *, force: bool) -> Iterator[Path]:
-    """Yield an empty temporary directory that replaces absolute path `target` when the block succeeds.
-
-    The target is checked on entry (fail fast) and again before the swap. With ``force`` an
-    existing checkpoint is renamed aside, the new one renamed in, and only then the old one
-    deleted, so a crash at any point leaves a complete checkpoint at or next to the target.
-    On any error the temporary directory is removed and the target is left untouched.
-    """
-    _check_target(target, force)
-    tmp = _sibling(target, "tmp")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()  # a plain mkdir (not mkdtemp) so the checkpoint gets the usual permissions
-    except OSError as e:
-        raise CheckpointError(f"cannot create a checkpoint in {target.parent}: {e.strerror or e}") from None
-    try:
-        yield tmp
-        _check_target(target, force)
-        if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
-            target.rmdir()
-        if target.exists() or target.is_symlink():
-            _swap(tmp, target)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _swap(new: Path, target: Path) -> None:
-    """Replace `target` by `new`: old aside, new in (or old back if that fails), then old deleted."""
-    old = _sibling(target, "old")
-    target.rename(old)
-    try:
-        new.rename(target)
-    except BaseException:
-        old.rename(target)
-        raise
-    if old.is_symlink():
-        old.unlink()
-    else:
-        shutil.rmtree(old, ignore_errors=True)  # the new checkpoint is in place: a leftover is no failure
 
 
 # ------------------------------------------------------------------------------------ reading

@@ -133,6 +133,7 @@ class TrainConfig:
     eval_every: int = 50  # steps between evaluations appended to metrics.jsonl
     seed: int = 0  # initialisation and minibatch order
     device: str = "auto"  # "auto" = cuda when available, else cpu
+    threads: int | None = 1  # CPU threads for torch; null = torch's default (one per core), see circuits.runtime
 
 
 @dataclass
@@ -200,6 +201,7 @@ class RunConfig:
         _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0 (got {t.weight_decay})")
         _check(t.batch_size is None or t.batch_size >= 2, f"train.batch_size must be >= 2 or null (got {t.batch_size})")
         _check(t.eval_every >= 1, f"train.eval_every must be >= 1 (got {t.eval_every})")
+        _check(t.threads is None or t.threads >= 1, f"train.threads must be >= 1 or null (got {t.threads})")
         _check(
             t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda") or t.device == "mps",
             f"train.device must be 'auto', 'cpu', 'cuda[:N]' or 'mps' (got {t.device!r})",
@@ -225,6 +227,100 @@ def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
 def n_position_pairs(w: WorldConfig) -> int:
     """Ordered pixel pairs (a, b) with a strictly left of b (column of a < column of b)."""
     return (w.height**2) * (w.width * (w.width - 1) // 2)
+
+
+# ------------------------------------------------------------------ what a config will cost
+EVAL_CHUNK = 4096  # images per forward pass in evaluation (circuits.evaluate.CHUNK)
+MAX_STEPS = 10_000_000  # far beyond anything useful: the default model learns in 1,500
+MAX_IMAGES = 5_000_000  # images in all splits; the world is built in Python, ~ minutes per million
+# Training cost model, calibrated on the default config (``benchmarks/bench_threads.py``: 200
+# steps, evaluations included, in 7.2 s on one thread of a 2-core x86 machine, i.e. 0.036 s per
+# step for its 4.9e9 multiply-accumulates as counted below): seconds per multiply-accumulate.
+SECONDS_PER_MAC = 7.3e-12
+
+
+@dataclass(frozen=True)
+class ResourceEstimate:
+    """What training (and analysing) a `RunConfig` will need, from its numbers alone."""
+
+    n_images: int  # in all splits of the world
+    n_train_images: int  # the training set (train_single + train_pair)
+    n_captions: int
+    seq_len: int  # vision context: [CLS] + pixels
+    data_bytes: int  # the splits as token tensors, and the lists they are built from
+    train_bytes: int  # activations, gradients and optimizer state of one training step
+    attention_bytes: int  # full attention patterns of one evaluation chunk (hooked forward)
+    step_seconds: float  # one training step on one CPU thread (rough)
+    train_hours: float  # all training steps, evaluation excluded (rough)
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.data_bytes + max(self.train_bytes, self.attention_bytes)
+
+
+def estimate_resources(cfg: RunConfig) -> ResourceEstimate:
+    """Rough memory and time a run will take, computed from the config alone (pure, instant).
+
+    Counts follow `circuits.data.World`: every split's images, the training set of every step,
+    the attention of one evaluation chunk, and multiply-accumulates per step for the time.
+    """
+    w, m, t = cfg.world, cfg.model, cfg.train
+    n_held = w.n_labels - w.n_pair_labels
+    ordered_train, ordered_held = w.n_pair_labels * (w.n_pair_labels - 1), n_held * (n_held - 1)
+    n_pairs = n_position_pairs(w)
+    n_train_pair = ordered_train * min(w.n_pair_positions, n_pairs)
+    n_train = w.n_labels * w.n_single_positions + n_train_pair
+    n_images = w.n_labels * w.n_pixels + ordered_train * n_pairs + ordered_held * n_pairs
+    directions = 2 if w.captions == "bidirectional" else 1
+    n_captions = w.n_labels + directions * (ordered_train + ordered_held)
+    seq = 1 + w.n_pixels
+    data_bytes = n_images * (seq * 8 + 200)  # int64 tokens, plus the Python tuples of the build
+    batch = n_train if t.batch_size is None else min(t.batch_size, n_train)
+
+    def per_token(enc: EncoderConfig) -> int:  # activations floats per token per layer
+        return 4 * enc.n_heads * enc.d_head + 2 * enc.d_model + (0 if enc.attn_only else enc.d_mlp)
+
+    def macs(enc: EncoderConfig) -> int:  # multiply-accumulates per token per layer
+        proj = 4 * enc.d_model * enc.n_heads * enc.d_head
+        return proj + (0 if enc.attn_only else 2 * enc.d_model * enc.d_mlp)
+
+    v, x = m.vision, m.text
+    n_text = min(n_captions, ordered_train + w.n_pair_labels)
+    train_floats = batch * seq * v.n_layers * per_token(v) + n_text * 4 * x.n_layers * per_token(x)
+    train_bytes = 4 * 3 * train_floats + 4 * batch * n_text  # forward + backward + temporaries; logits
+    chunk = min(EVAL_CHUNK, n_images)
+    attention_bytes = 4 * chunk * v.n_heads * seq * seq * v.n_layers
+    step_macs = 3 * (batch * seq * v.n_layers * macs(v) + n_text * 4 * x.n_layers * macs(x))  # forward + backward
+    step_seconds = step_macs * SECONDS_PER_MAC
+    return ResourceEstimate(
+        n_images=n_images, n_train_images=n_train, n_captions=n_captions, seq_len=seq,
+        data_bytes=data_bytes, train_bytes=train_bytes, attention_bytes=attention_bytes,
+        step_seconds=step_seconds, train_hours=t.steps * step_seconds / 3600,
+    )
+
+
+def check_resources(cfg: RunConfig, memory_bytes: int | None) -> ResourceEstimate:
+    """Raise `ConfigError` with the estimate when a run of `cfg` cannot be worth starting: more
+    memory than `memory_bytes` (None: no memory check) or more than `MAX_STEPS` steps."""
+    est = estimate_resources(cfg)
+    too_big = memory_bytes is not None and est.peak_bytes > memory_bytes
+    if too_big or est.n_images > MAX_IMAGES:
+        limit = f"the {_gib(memory_bytes)} available" if too_big else f"the {MAX_IMAGES:,} images accepted"
+        raise ConfigError(
+            f"this world has {est.n_images:,} images of {est.seq_len} tokens and needs about {_gib(est.peak_bytes)}"
+            f" of memory (attention of one batch: {_gib(est.attention_bytes)}), more than {limit};"
+            " make world.width / world.height / world.n_labels smaller"
+        )
+    if cfg.train.steps > MAX_STEPS:
+        raise ConfigError(
+            f"train.steps={cfg.train.steps:,} would take about {est.train_hours:,.0f} hours (the default model"
+            f" learns in 1,500 steps); at most {MAX_STEPS:,} steps are accepted"
+        )
+    return est
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
 
 
 def load_config_file(path: str) -> RunConfig:

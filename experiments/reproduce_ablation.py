@@ -9,7 +9,7 @@ the identifiable key-position combination EP+PP, EP+PP+BP, the positional value 
 markdown summary ``OUT/reproduction.md`` (quoted in docs/reproduction.md).
 
     python experiments/reproduce_ablation.py --jobs 2        # 5 seeds x (default, ep-dominant): 861 s on a busy 2-core machine
-    python experiments/reproduce_ablation.py --quick         # 1 seed, 600 steps, -> OUT/quick (smoke test, ~1 min)
+    python experiments/reproduce_ablation.py --quick         # 1 seed, 600 steps, -> runs/reproduce_ablation/quick (smoke test, ~1 min)
     python experiments/reproduce_ablation.py --seeds 1 --variants all --out experiments/results/sweep   # the init sweep
     python experiments/reproduce_ablation.py --list          # print the variant table
 
@@ -39,7 +39,12 @@ import torch
 
 import circuits
 from circuits.ablate import Ablation, evaluate_ablation
+from circuits.errors import CircuitsError
+from circuits.runtime import DEFAULT_THREADS, run_script, set_threads
 from circuits.stats import head_bias, term_gradient
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK_OUT = ROOT / "runs" / "reproduce_ablation" / "quick"  # untracked: a smoke test never touches results/
 
 
 @dataclass(frozen=True)
@@ -101,11 +106,11 @@ PAPER = {
 }
 
 
-def run_one(name: str, seed: int, steps: int, ckpt: str | None = None) -> dict:
-    torch.set_num_threads(1)
+def run_one(name: str, seed: int, steps: int, ckpt: str | None = None, threads: int = DEFAULT_THREADS) -> dict:
+    set_threads(threads)  # in a worker process too: each pins its own count
     variant = VARIANTS[name]
     overrides = [*variant.overrides, f"train.seed={seed}", f"world.seed={seed}", f"train.steps={steps}",
-                 f"train.eval_every={max(steps // 10, 1)}"]
+                 f"train.eval_every={max(steps // 10, 1)}", f"train.threads={threads}"]
     cfg = circuits.RunConfig().with_overrides(overrides)
     result = circuits.train_model(cfg, progress=False)
     model, world = result.model, result.task
@@ -208,9 +213,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=1500, help="training steps per model (default 1500)")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                         help=f"comma-separated names from VARIANTS, or 'all' (default {','.join(DEFAULT_VARIANTS)})")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default experiments/results, or .../quick with --quick)")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 600 steps, default variant only, OUT=results/quick")
-    parser.add_argument("--jobs", type=int, default=1, help="models trained in parallel, one CPU thread each (default 1)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default experiments/results, or runs/reproduce_ablation/quick with --quick)")
+    parser.add_argument("--force", action="store_true", help="overwrite the results already in --out")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 1 seed, 600 steps, default variant only, OUT=runs/reproduce_ablation/quick")
+    parser.add_argument("--jobs", type=int, default=1, help="models trained in parallel (default 1)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help=f"CPU threads of each model's training (default {DEFAULT_THREADS})")
     parser.add_argument("--save-checkpoints", action="store_true", help="also keep every trained model under OUT/ckpt")
     parser.add_argument("--from-json", type=Path, default=None, help="only rewrite the .md next to this reproduction.json")
     parser.add_argument("--list", action="store_true", help="print the variant table and exit")
@@ -219,8 +229,13 @@ def main(argv: list[str] | None = None) -> None:
         for name, v in VARIANTS.items():
             print(f"{name:18s} {v.description:50s} {' '.join(v.overrides)}")
         return
+    if args.jobs < 1 or args.threads < 1 or args.seeds < 1 or args.steps < 1:
+        parser.error("--jobs, --threads, --seeds and --steps must be >= 1")
     if args.from_json is not None:
-        d = json.loads(args.from_json.read_text())
+        try:
+            d = json.loads(args.from_json.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CircuitsError(f"cannot read --from-json {args.from_json}: {getattr(e, 'strerror', None) or e}") from None
         md = summarize(d["results"], d["steps"], d["variants"]) + f"Wall time: {d['wall_seconds']:.0f} s ({d['jobs']} job(s)).\n"
         if "note" in d:
             md += f"\nNote: {d['note']}\n"
@@ -232,15 +247,21 @@ def main(argv: list[str] | None = None) -> None:
         args.seeds, args.steps = 1, 600
         if args.variants == ",".join(DEFAULT_VARIANTS):
             args.variants = "default"
-    out = args.out or (results_dir / "quick" if args.quick else results_dir)
+    out = args.out or (QUICK_OUT if args.quick else results_dir)
     names = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
+    if (out / "reproduction.json").exists() and not args.force:
+        raise CircuitsError(f"{out} already holds results; pass --force to overwrite them or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CircuitsError(f"cannot create --out {out}: {e.strerror or e}") from None
+    set_threads(args.threads)
 
-    jobs = [(name, seed, args.steps, str(out / "ckpt" / f"{name}-seed{seed}") if args.save_checkpoints else None)
+    jobs = [(name, seed, args.steps, str(out / "ckpt" / f"{name}-seed{seed}") if args.save_checkpoints else None,
+             args.threads)
             for name in names for seed in range(args.first_seed, args.first_seed + args.seeds)]
     start = time.perf_counter()
     results: dict[str, list[dict]] = {name: [] for name in names}
@@ -274,4 +295,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

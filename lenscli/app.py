@@ -18,9 +18,13 @@ from lenscli.common import (
     ConfigOption,
     JsonOption,
     SetOption,
-    load_run_config,
+    ThreadsOption,
     metrics_json,
     print_metrics,
+    require_checkpoint,
+    require_free,
+    training_config,
+    use_threads,
     user_errors,
 )
 from lenscli.tables import print_ablation, print_bias, print_headline, print_profile, print_term_summary
@@ -58,12 +62,16 @@ def train(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing checkpoint at --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Train a model (defaults, or --config, then --set overrides) and save it as a checkpoint."""
+    cfg = training_config(config, overrides, threads)  # every check before torch is imported
     from circuits.evaluate import evaluate
+    from circuits.runtime import set_threads
     from circuits.train import train_to_directory
 
-    cfg = load_run_config(config, overrides)
+    set_threads(cfg.train.threads)  # also for the evaluation after training
+
     run = train_to_directory(cfg, out or default_out_dir(), force=force, progress=not quiet)
     seconds = run.history[-1]["seconds"] if run.history else 0.0  # training time as logged in metrics.jsonl
     print_metrics(
@@ -75,8 +83,10 @@ def train(
 
 @app.command("eval")
 @user_errors
-def eval_(ckpt: CheckpointOption, as_json: JsonOption = False) -> None:
+def eval_(ckpt: CheckpointOption, as_json: JsonOption = False, threads: ThreadsOption = None) -> None:
     """Evaluate a checkpoint: retrieval accuracy on every generalization split."""
+    require_checkpoint(ckpt)
+    use_threads(threads)
     from circuits.checkpoint import load
     from circuits.evaluate import evaluate
 
@@ -115,14 +125,17 @@ def decompose(
     as_json: JsonOption = False,
     html: HtmlOption = None,
     force: HtmlForceOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Per head: each score term's share, monotonicity and slope on the pooled row, and its profile for one input."""
-    from circuits.checkpoint import load
     from circuits.errors import CircuitsError
-    from circuits.stats import input_profile, term_summary
 
     if image is not None and encoder != "vision":
         raise CircuitsError("--image profiles the vision encoder; drop --image to profile a caption of --split")
+    _check_inputs(ckpt, html, force, threads)
+    from circuits.checkpoint import load
+    from circuits.stats import input_profile, term_summary
+
     run = load(ckpt)
     model, world = run.model, run.task
     probe = world.probe(split, encoder)
@@ -172,20 +185,24 @@ def ablate(
     as_json: JsonOption = False,
     html: HtmlOption = None,
     force: HtmlForceOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Zero-ablate score terms / value sources and compare the accuracy table before and after."""
-    from circuits.ablate import Ablation, evaluate_ablation
-    from circuits.checkpoint import load
     from circuits.errors import CircuitsError
 
     if not term and not value:
         raise CircuitsError("nothing to ablate: give at least one --term (e.g. EP) or --value (e.g. P)")
+    heads_ = parse_heads(heads)
+    _check_inputs(ckpt, html, force, threads)
+    from circuits.ablate import Ablation, evaluate_ablation
+    from circuits.checkpoint import load
+
     ablation = Ablation(
         terms=tuple(term or ()),
         values=tuple(value or ()),
         encoders=tuple(encoder or ("vision",)),
         layers=tuple(layer) if layer else None,
-        heads=parse_heads(heads),
+        heads=heads_,
     )
     run = load(ckpt)
     result = evaluate_ablation(run.model, run.task, ablation)
@@ -212,9 +229,11 @@ def bias(
     as_json: JsonOption = False,
     html: HtmlOption = None,
     force: HtmlForceOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Per head: how often the pooled query attends more to the left (first) or right (second) object,
     and how often that is decided by the position terms (relational) or by the labels."""
+    _check_inputs(ckpt, html, force, threads)
     from circuits.checkpoint import load
     from circuits.stats import head_bias
 
@@ -240,8 +259,10 @@ def report(
                                      show_default=False)
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing report.")] = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Write the self-contained HTML report of a checkpoint (opens offline, plotly.js embedded once)."""
+    _check_inputs(ckpt, out or ckpt / "report.html", force, threads)
     from circuits.checkpoint import load
     from circuits.report import write_report
 
@@ -259,19 +280,31 @@ def run(
     overrides: SetOption = None,
     retrain: Annotated[bool, typer.Option("--retrain", help="Train again even if --out holds the checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """The main job: train the default model (or reuse its checkpoint), print the headline table
     (accuracies, per-head bias, EP / PP / BP / EP+PP / EP+PP+BP ablation) and write the HTML report."""
+    cfg = training_config(config, overrides, threads)  # every check before torch is imported
     from circuits.report import headline, write_report
+    from circuits.runtime import set_threads
     from circuits.train import train_or_load
 
-    cfg = load_run_config(config, overrides)
+    set_threads(cfg.train.threads)  # the analysis after training runs with the same threads
+
     run_, trained = train_or_load(cfg, out, retrain=retrain, progress=not quiet)
     typer.echo(f"{'trained' if trained else 'reusing'} checkpoint {run_.path}")
     numbers = headline(run_, ablation_splits=("single_object", "unseen_pair"))
     print_headline(numbers)
     report_path = write_report(run_, run_.path / "report.html", force=True, headline=numbers)
     typer.echo(f"report: {report_path}")
+
+
+def _check_inputs(ckpt: Path, output: Path | None, force: bool, threads: int | None) -> None:
+    """What an analysis command checks before importing torch; then pin the threads."""
+    require_checkpoint(ckpt)
+    if output is not None:
+        require_free(output, force)
+    use_threads(threads)
 
 
 def _write_figures(figures: list, path: Path, title: str, force: bool) -> None:

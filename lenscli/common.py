@@ -45,6 +45,11 @@ SetOption = Annotated[
 CheckpointOption = Annotated[
     Path, typer.Option("--ckpt", help="Checkpoint directory written by `lenscli train`.", show_default=False)
 ]
+ThreadsOption = Annotated[
+    Optional[int],
+    typer.Option("--threads", min=1, show_default=False,
+                 help="CPU threads for torch, default 1 (more collapse on a busy machine); sets train.threads when training."),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout instead of a table.")]
 
 ACCURACY_LABELS = {
@@ -70,7 +75,8 @@ def handle_user_errors() -> Iterator[None]:
 
         if not isinstance(e, CircuitsError):
             raise
-        typer.echo(f"error: {' '.join(str(e).split())}", err=True)
+        message = getattr(e, "cli_message", None) or str(e)  # the CLI's words (--force) where they differ
+        typer.echo(f"error: {' '.join(message.split())}", err=True)
         raise typer.Exit(USER_ERROR_EXIT) from None
 
 
@@ -91,6 +97,50 @@ def load_run_config(config: Path | None, overrides: list[str] | None) -> RunConf
 
     cfg = load_config_file(str(config)) if config is not None else RunConfig()
     return cfg.with_overrides(overrides) if overrides else cfg
+
+
+def use_threads(threads: int | None) -> None:
+    """Pin torch to `threads` CPU threads (None: the default, `circuits.runtime.DEFAULT_THREADS`)
+    for an analysis command. Imports torch: call it after the arguments are checked."""
+    from circuits.runtime import DEFAULT_THREADS, set_threads
+
+    set_threads(DEFAULT_THREADS if threads is None else threads)
+
+
+def training_config(config: Path | None, overrides: list[str] | None, threads: int | None) -> RunConfig:
+    """The run config of a training command, checked before any heavy import: `load_run_config`
+    with ``--threads`` as ``train.threads``, then `circuits.runtime.preflight` (size, step count,
+    device); only the device check imports torch."""
+    from circuits.runtime import preflight
+
+    cfg = load_run_config(config, overrides)
+    if threads is not None:
+        cfg = cfg.with_overrides({"train.threads": threads})
+    estimate = preflight(cfg)
+    if estimate.train_hours > 1:
+        typer.echo(f"warning: {cfg.train.steps:,} steps will take about {estimate.train_hours:,.1f} hours"
+                   " on one CPU thread", err=True)
+    return cfg
+
+
+def require_checkpoint(ckpt: Path) -> None:
+    """Fail fast, before torch is imported, on a --ckpt that cannot be a checkpoint."""
+    from circuits.errors import CheckpointError
+
+    if not ckpt.exists():
+        raise CheckpointError(f"checkpoint {ckpt} does not exist")
+    if not ckpt.is_dir():
+        raise CheckpointError(f"checkpoint {ckpt} is not a directory")
+    if not (ckpt / "config.json").is_file():
+        raise CheckpointError(f"{ckpt / 'config.json'} is missing; is {ckpt} a checkpoint directory?")
+
+
+def require_free(path: Path, force: bool) -> None:
+    """Refuse an existing output file without --force (the library's own check speaks Python)."""
+    from circuits.errors import CircuitsError
+
+    if (path.exists() or path.is_symlink()) and not force:
+        raise CircuitsError(f"{path} exists; pass --force to overwrite it or choose another path")
 
 
 def print_metrics(metrics: Mapping[str, float], *, title: str, extra: Mapping[str, str] | None = None) -> None:

@@ -102,7 +102,7 @@ def test_save_refuses_non_empty_directory_without_force(tmp_path: Path) -> None:
     path = save(first, tmp_path / "ckpt")
     before = {p.name: p.read_bytes() for p in path.iterdir()}
 
-    with pytest.raises(CheckpointError, match="exists and is not empty; pass --force"):
+    with pytest.raises(CheckpointError, match="exists and is not empty; pass force=True"):
         save(perturbed_run(small_cfg(), seed=2), path)
 
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from circuits.checkpoint import CONFIG, METRICS, PathLike, Run, _atomic_directory, _target, load, read_config, write_model
+from circuits.atomic import atomic_directory
+from circuits.checkpoint import CONFIG, METRICS, PathLike, Run, load, read_config, target_path, write_model
 from circuits.config import RunConfig
 from circuits.errors import CheckpointError
 from circuits.train.loop import train
@@ -15,8 +16,8 @@ def train_to_directory(cfg: RunConfig, out: PathLike, *, force: bool = False, pr
     end for want of a place to put it; metrics rows are streamed to the checkpoint's
     ``metrics.jsonl`` (inside the not yet visible temporary directory) as they are computed.
     """
-    target = _target(out)
-    with _atomic_directory(target, force=force) as tmp:
+    target = target_path(out)
+    with atomic_directory(target, force=force) as tmp:
         (tmp / METRICS).touch()
         run = train(cfg, progress=progress, metrics_path=tmp / METRICS)
         write_model(cfg, run.model, tmp)
@@ -31,11 +32,18 @@ def train_or_load(cfg: RunConfig, directory: PathLike, *, retrain: bool = False,
     an error (one line), never silently reused or replaced; ``retrain`` replaces it (only if it
     is a checkpoint).
     """
-    target = _target(directory)
+    target = target_path(directory)
     if not retrain and (target / CONFIG).is_file():
-        if read_config(target).to_dict() != cfg.to_dict():
+        if _without_threads(read_config(target)) != _without_threads(cfg):  # threads change the speed, not the model
             raise CheckpointError(
-                f"{target} holds a checkpoint trained with a different config; use another directory or retrain"
+                f"{target} holds a checkpoint trained with a different config; use another directory or retrain=True",
+                cli=f"{target} holds a checkpoint trained with a different config; use another --out or --retrain",
             )
         return load(target), False
     return train_to_directory(cfg, target, force=retrain, progress=progress), True
+
+
+def _without_threads(cfg: RunConfig) -> dict:
+    data = cfg.to_dict()
+    data["train"].pop("threads", None)
+    return data

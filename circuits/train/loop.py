@@ -23,6 +23,7 @@ from circuits.config import RunConfig, TrainConfig
 from circuits.data import World
 from circuits.evaluate import evaluate
 from circuits.models import HookedCLIP
+from circuits.runtime import training_entry
 from circuits.tasks import build_task
 from circuits.train.batches import batches
 from circuits.train.objective import ClipBatch, ClipObjective, LossFn, ObjectiveLike, loss_function
@@ -137,6 +138,7 @@ def clip_batch(world: World, device: torch.device) -> ClipBatch:
     return ClipBatch(data.images, world.captions.to(device)[caption_ids], data.truth(world.n_captions)[:, caption_ids])
 
 
+@training_entry  # checks threads, device and size first; runs with train.threads threads
 def train(
     cfg: RunConfig,
     *,
