@@ -319,7 +319,7 @@ def test_training_curves_read_metrics_jsonl_and_checkpoint_directories(tmp_path)
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     with pytest.raises(CircuitsError, match="line 1 is not valid JSON"):
         viz.training_curves(tmp_path / "bad.jsonl")
-    with pytest.raises(CircuitsError, match="missing.jsonl is missing"):
+    with pytest.raises(CircuitsError, match="missing.jsonl does not exist"):
         viz.training_curves(tmp_path / "missing.jsonl")
 
 
