@@ -147,3 +147,21 @@ def test_pair_hooks_accept_prefixed_names(pair_cache):
 def test_encoder_caches_keep_encoder_relative_hook_names(pair_cache):
     model = pair_cache[0]
     assert model.hook_dict["vision.hook_embed"].name == "hook_embed"
+
+
+@pytest.mark.slow
+def test_transformer_lens_utilities_give_exact_values_on_the_trained_default_pair(default_checkpoint):
+    """The same utilities on a trained model (the session's default checkpoint), through the pair's cache."""
+    from circuits.checkpoint import load
+
+    run = load(default_checkpoint)
+    images, captions = run.task["unseen_pair"].images[:16], run.task.captions[:8]
+    _, cache = run.model.run_with_cache(images, captions)
+    for name, enc_cache in run.model.encoder_caches(cache).items():
+        final = enc_cache["resid_post", -1]
+        torch.testing.assert_close(enc_cache.decompose_resid(apply_ln=True).sum(0), final, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(enc_cache.accumulated_resid(apply_ln=True)[-1], final, msg=name)
+        torch.testing.assert_close(enc_cache.get_full_resid_decomposition().sum(0), final, rtol=1e-4, atol=1e-5, msg=name)
+        heads = enc_cache.stack_head_results()  # [head, batch, pos, d_model]
+        b_O = run.model.encoders[name].blocks[0].attn.b_O
+        torch.testing.assert_close(heads.sum(0) + b_O, enc_cache["attn_out", 0], rtol=1e-4, atol=1e-5, msg=name)
