@@ -40,20 +40,18 @@ def print_ablation(result: Mapping[str, Any], *, title: str) -> None:
     console.print(table)
 
 
-def print_bias(bias: Any, *, first: str, second: str) -> None:
-    """One row per head of a `circuits.stats.HeadBias` (fractions of the inputs)."""
+def print_bias(bias: Any) -> None:
+    """One row per head of a `circuits.stats.HeadBias` (fractions of the inputs), with the
+    probe's words for the two objects (`HeadBias.names`, `HeadBias.labels`: left / right for
+    images, subject / object for captions), as the report's table."""
+    labels = bias.labels()
+    first, second = bias.names
     table = Table()
     table.add_column("head")
-    columns = [
-        (first, "first"), (second, "second"),
-        (f"max {first}", "argmax_first"), (f"max {second}", "argmax_second"),
-        (f"rel→{first}", "relational_first"), (f"rel→{second}", "relational_second"),
-        ("label", "label_specific"),
-    ]
-    for label, _ in columns:
+    for label in labels.values():
         table.add_column(label, justify="right")
     for row in bias.rows():
-        table.add_row(f"H{row['head']}", *(_pct(row[key]) for _, key in columns))
+        table.add_row(f"H{row['head']}", *(_pct(row[key]) for key in labels))
     console = _console()
     console.print(Text(
         f"Head bias of the {bias.encoder} encoder, layer {bias.layer}, on {bias.n_inputs} {bias.split} inputs",
@@ -88,22 +86,44 @@ def print_term_summary(rows: Sequence[Mapping[str, Any]], *, title: str) -> None
     )
 
 
+def _chunks(widths: Sequence[int], room: int) -> list[list[int]]:
+    """Indices of columns of the given widths, split into runs that fit ``room`` characters
+    (each column costs its width plus 3: padding and a border); at least one per run."""
+    runs: list[list[int]] = [[]]
+    used = 0
+    for i, width in enumerate(widths):
+        if runs[-1] and used + width + 3 > room:
+            runs.append([])
+            used = 0
+        runs[-1].append(i)
+        used += width + 3
+    return runs
+
+
 def print_profile(profile: Any, *, title: str) -> None:
-    """Each term's value at every key of the pooled row, one table per head (Fig. 5b)."""
+    """Each term's value at every key of the pooled row (Fig. 5b), one table per head: a row
+    per key position, a column per term, then the full scores and the attention pattern. When
+    the columns do not fit the terminal, the terms are split over several tables (the key
+    column repeated), so no number is ever cut."""
     console = _console()
     console.print(Text(title, style="bold"))
-    n_heads = len(profile.pattern)
-    for h in range(n_heads):
-        table = Table(title=f"H{h}", title_justify="left")
-        table.add_column("term")
-        for key in profile.keys:
-            table.add_column(key, justify="right")
-        for name, values in profile.terms.items():
-            table.add_row(name, *(_num(v) for v in values[h]))
-        table.add_section()
-        table.add_row("scores", *(_num(v) for v in profile.scores[h]))
-        table.add_row("pattern", *(f"{v:.2f}" for v in profile.pattern[h]))
-        console.print(table)
+    columns = [*profile.terms, "scores", "pattern"]
+    key_width = min(max(len(k) for k in profile.keys), 20)
+    widths = [max(len(c), 6) for c in columns]
+    runs = _chunks(widths, max(console.width - key_width - 4, 12))
+    for h in range(len(profile.pattern)):
+        values = {name: [_num(v) for v in profile.terms[name][h]] for name in profile.terms}
+        values["scores"] = [_num(v) for v in profile.scores[h]]
+        values["pattern"] = [f"{v:.2f}" for v in profile.pattern[h]]
+        for part, run in enumerate(runs):
+            suffix = f" ({part + 1}/{len(runs)})" if len(runs) > 1 else ""
+            table = Table(title=f"H{h}{suffix}", title_justify="left")
+            table.add_column("key", overflow="fold", max_width=20)
+            for i in run:
+                table.add_column(columns[i], justify="right", no_wrap=True, min_width=widths[i])
+            for k, key in enumerate(profile.keys):
+                table.add_row(key, *(values[columns[i]][k] for i in run))
+            console.print(table)
 
 
 def print_headline(numbers: Mapping[str, Any]) -> None:
@@ -113,7 +133,7 @@ def print_headline(numbers: Mapping[str, Any]) -> None:
     from lenscli.common import print_metrics
 
     print_metrics(numbers["accuracies"], title="Retrieval accuracy (Sec. 2.3; label-set: App. H)")
-    print_bias(HeadBias(**numbers["head_bias"]), first="left", second="right")
+    print_bias(HeadBias(**numbers["head_bias"]))
     table = Table()
     table.add_column("zeroed (vision, all heads)")
     metrics = [key for key in ACCURACY_LABELS if key in numbers["ablation"]["baseline"]]

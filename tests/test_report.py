@@ -6,9 +6,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import re
+import shutil
+import struct
+import subprocess
+import zlib
 from pathlib import Path
 
+import numpy as np
 import plotly.offline
 import pytest
 import torch
@@ -187,21 +193,119 @@ def test_a_model_without_learned_positions_still_gets_a_report() -> None:
     assert all(f">{title}</h2>" in page for key, title in report.SECTIONS.items() if key != "training")
 
 
-CHROMIUM = next((p for p in ("chromium", "chromium-browser", "google-chrome") if __import__("shutil").which(p)), None)
+# ----------------------------------------------------------------------------- in a browser
+CHROMIUM = next((p for p in ("chromium", "chromium-browser", "google-chrome") if shutil.which(p)), None)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium on this machine")
-def test_a_headless_browser_draws_every_figure_offline(page: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def browser() -> str:
+    """Headless Chromium. Without it the browser tests are skipped on a workstation, but fail
+    in CI (``CI=true``), where .ci/run installs it from the distribution's packages."""
+    if CHROMIUM is None:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail("CI=true but no chromium / chromium-browser on PATH: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("no headless Chromium on this machine (CI installs it)")
+    return CHROMIUM
+
+
+def test_a_headless_browser_draws_every_figure_offline(browser: str, page: str, tmp_path: Path) -> None:
     """Opened with the network blocked (a dead proxy), every figure div holds a drawn plot."""
-    import subprocess
-
     file = tmp_path / "report.html"
     file.write_text(page)
     dom = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
          "--virtual-time-budget=20000", "--dump-dom", file.as_uri()],
         capture_output=True, text=True, timeout=180, check=True,
     ).stdout
     n_figures = page.count("Plotly.newPlot")
     assert n_figures >= 10
     assert dom.count('class="plot-container plotly"') == n_figures
+
+
+def read_png(path: Path) -> np.ndarray:
+    """The pixels of an 8-bit RGB / RGBA PNG (what Chromium writes) as [height, width, channels]."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat = 8, b""
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+        if kind == b"IHDR":
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            assert depth == 8 and colour in (2, 6) and interlace == 0, (depth, colour, interlace)
+        elif kind == b"IDAT":
+            idat += body
+    bpp = 3 if colour == 2 else 4
+    raw = zlib.decompress(idat)
+    stride = width * bpp
+    out = np.zeros((height, stride), dtype=np.uint8)
+    prev = np.zeros(stride, dtype=np.int64)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], np.frombuffer(raw, np.uint8, stride, y * (stride + 1) + 1).astype(np.int64)
+        if kind == 0:
+            row = line
+        elif kind == 2:
+            row = (line + prev) % 256
+        elif kind == 1:  # Sub: a running sum per channel
+            row = np.cumsum(line.reshape(width, bpp), axis=0).reshape(-1) % 256
+        else:  # Average, Paeth: pixel by pixel
+            row, left = line.copy(), np.zeros(bpp, dtype=np.int64)
+            up_left = np.zeros(bpp, dtype=np.int64)
+            for x in range(0, stride, bpp):
+                up = prev[x:x + bpp]
+                if kind == 3:
+                    pred = (left + up) // 2
+                else:
+                    p_ = left + up - up_left
+                    pa, pb, pc = np.abs(p_ - left), np.abs(p_ - up), np.abs(p_ - up_left)
+                    pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, up_left))
+                left = (line[x:x + bpp] + pred) % 256
+                row[x:x + bpp] = left
+                up_left = up
+        out[y] = row
+        prev = row
+    return out.reshape(height, width, bpp)[:, :, :3]
+
+
+def test_read_png_decodes_every_filter(tmp_path: Path) -> None:
+    """The decoder the screenshot test relies on, against a PNG written by hand with all five filters."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(5, 4, 3)).astype(np.int64)
+    rows, prev = b"", np.zeros(12, dtype=np.int64)
+    for kind, row in enumerate(pixels.reshape(5, 12)):
+        left = np.concatenate([np.zeros(3, dtype=np.int64), row[:-3]])
+        up_left = np.concatenate([np.zeros(3, dtype=np.int64), prev[:-3]])
+        p_ = left + prev - up_left
+        pa, pb, pc = np.abs(p_ - left), np.abs(p_ - prev), np.abs(p_ - up_left)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, up_left))
+        pred = [0, left, prev, (left + prev) // 2, paeth][kind]
+        rows += bytes([kind]) + bytes(((row - pred) % 256).astype(np.uint8))
+        prev = row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    png = tmp_path / "t.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 5, 8, 2, 0, 0, 0))
+                    + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    assert np.array_equal(read_png(png), pixels)
+
+
+def test_the_report_renders_to_a_screenshot_with_figures_on_it(browser: str, page: str, tmp_path: Path) -> None:
+    """A screenshot of the report's top (summary, model card, training curves, first figures)
+    is not blank: dark text on white, and the figures' colours (saturated pixels) drawn."""
+    file, shot = tmp_path / "report.html", tmp_path / "shot.png"
+    file.write_text(page)
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--proxy-server=127.0.0.1:9",
+         "--virtual-time-budget=20000", f"--screenshot={shot}", "--window-size=900,2600", file.as_uri()],
+        capture_output=True, timeout=180, check=True,
+    )
+    pixels = read_png(shot).astype(np.int64)
+    assert pixels.shape[:2] == (2600, 900)
+    grey = pixels.mean(-1)
+    assert grey.std() > 10  # not one flat colour
+    assert (grey < 100).mean() > 0.002  # text
+    saturated = pixels.max(-1) - pixels.min(-1) > 80
+    assert saturated.sum() > 2000  # coloured curves and heatmaps: the figures were drawn
