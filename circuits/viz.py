@@ -180,7 +180,12 @@ def attention_patterns(
     fig.update_xaxes(type="category")
     fig.update_xaxes(title_text="key", row=n)
     fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=dict(title="attention")))
-    return _finish(fig, f"Attention patterns, {encoder} encoder layer {layer} (Fig. 4b / 6a)", 230 * n + 130)
+    what = repr(input_text(task, tokens[0], encoder))
+    if swap:
+        what += " and its position swap" + (f" (+{n // 2 - 1} more pairs)" if n > 2 else "")
+    elif n > 1:
+        what += f" and {n - 1} more"
+    return _finish(fig, f"Attention patterns of {what}, {encoder} encoder layer {layer} (Fig. 4b / 6a)", 230 * n + 130)
 
 
 def term_grid(

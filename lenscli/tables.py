@@ -41,28 +41,44 @@ def print_ablation(result: Mapping[str, Any], *, title: str) -> None:
 
 
 def print_bias(bias: Any) -> None:
-    """One row per head of a `circuits.stats.HeadBias` (fractions of the inputs), with the
-    probe's words for the two objects (`HeadBias.names`, `HeadBias.labels`: left / right for
-    images, subject / object for captions), as the report's table."""
+    """A `circuits.stats.HeadBias` (fractions of the inputs): a row per quantity, in the probe's
+    words for the two objects (`HeadBias.labels`: left / right for images, subject / object for
+    captions, as in the report), a column per head (split over several tables when the heads
+    do not fit the terminal)."""
     labels = bias.labels()
     first, second = bias.names
-    table = Table()
-    table.add_column("head")
-    for label in labels.values():
-        table.add_column(label, justify="right")
-    for row in bias.rows():
-        table.add_row(f"H{row['head']}", *(_pct(row[key]) for key in labels))
     console = _console()
     console.print(Text(
         f"Head bias of the {bias.encoder} encoder, layer {bias.layer}, on {bias.n_inputs} {bias.split} inputs",
         style="bold",
     ))
-    console.print(table)
+    rows = bias.rows()
+    _print_columns(console, "", list(labels.values()),
+                   {f"H{row['head']}": [_pct(row[key]) for key in labels] for row in rows})
     console.print(
         f"{first}/{second}: attention on that object is larger; max: the row's maximum falls on it; "
         f"rel→: relational toward it (the position terms decide), label: label-specific; relational means |Δ({bias.position_terms})| > |Δ({bias.token_terms})| between the two objects on the pooled row",
         style="dim",
     )
+
+
+def _print_columns(console: Console, key_header: str, keys: Sequence[str], columns: Mapping[str, Sequence[str]],
+                   title: str = "") -> None:
+    """A table with a key column and the given value columns (right-aligned, never wrapped or
+    cut), split into several tables with the key column repeated when they do not fit."""
+    names = list(columns)
+    widths = [max(len(n), *(len(v) for v in columns[n]), 6) for n in names]
+    key_width = min(max([len(key_header), *(len(k) for k in keys)]), 20)
+    runs = _chunks(widths, max(console.width - key_width - 4, 12))
+    for part, run in enumerate(runs):
+        suffix = f" ({part + 1}/{len(runs)})" if len(runs) > 1 else ""
+        table = Table(title=f"{title}{suffix}" if title or suffix else None, title_justify="left")
+        table.add_column(key_header, overflow="fold", max_width=20)
+        for i in run:
+            table.add_column(names[i], justify="right", no_wrap=True, min_width=widths[i])
+        for k, key in enumerate(keys):
+            table.add_row(key, *(columns[names[i]][k] for i in run))
+        console.print(table)
 
 
 def print_term_summary(rows: Sequence[Mapping[str, Any]], *, title: str) -> None:
@@ -107,23 +123,11 @@ def print_profile(profile: Any, *, title: str) -> None:
     column repeated), so no number is ever cut."""
     console = _console()
     console.print(Text(title, style="bold"))
-    columns = [*profile.terms, "scores", "pattern"]
-    key_width = min(max(len(k) for k in profile.keys), 20)
-    widths = [max(len(c), 6) for c in columns]
-    runs = _chunks(widths, max(console.width - key_width - 4, 12))
     for h in range(len(profile.pattern)):
-        values = {name: [_num(v) for v in profile.terms[name][h]] for name in profile.terms}
-        values["scores"] = [_num(v) for v in profile.scores[h]]
-        values["pattern"] = [f"{v:.2f}" for v in profile.pattern[h]]
-        for part, run in enumerate(runs):
-            suffix = f" ({part + 1}/{len(runs)})" if len(runs) > 1 else ""
-            table = Table(title=f"H{h}{suffix}", title_justify="left")
-            table.add_column("key", overflow="fold", max_width=20)
-            for i in run:
-                table.add_column(columns[i], justify="right", no_wrap=True, min_width=widths[i])
-            for k, key in enumerate(profile.keys):
-                table.add_row(key, *(values[columns[i]][k] for i in run))
-            console.print(table)
+        columns = {name: [_num(v) for v in profile.terms[name][h]] for name in profile.terms}
+        columns["scores"] = [_num(v) for v in profile.scores[h]]
+        columns["pattern"] = [f"{v:.2f}" for v in profile.pattern[h]]
+        _print_columns(console, "key", profile.keys, columns, title=f"H{h}")
 
 
 def print_headline(numbers: Mapping[str, Any]) -> None:

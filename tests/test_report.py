@@ -131,6 +131,43 @@ def test_the_summary_shows_the_headline_it_is_given(trained, numbers: dict, monk
         numbers["head_bias"]["relational_first"][0] + numbers["head_bias"]["relational_second"][0])
 
 
+def test_the_head_bias_table_speaks_the_probes_words_like_the_cli(trained, numbers: dict, page: str) -> None:
+    bias = head_bias(trained.model, trained.task.probe())
+    row = report.headline_tables(numbers)["head_bias"][1]
+    assert list(row) == ["head", "left", "right", "max left", "max right", "max elsewhere", "rel→left", "rel→right",
+                         "label", "relational"]
+    assert list(row)[1:-1] == list(bias.labels().values())  # the headings of `lenscli bias`
+    assert row["left"] == bias.first[1] and row["max elsewhere"] == bias.argmax_other[1]
+    assert "<th>left</th><th>right</th>" in page
+    assert "first = left" not in page and "first-mentioned" not in page and "<th>first</th>" not in page
+    assert "more attention on the subject" in page  # the text encoder's probe names its objects too
+
+
+def test_every_figure_of_the_report_has_its_own_title(trained, numbers: dict, monkeypatch) -> None:
+    titles = []
+    figure = report._Page.figure
+    monkeypatch.setattr(report._Page, "figure", lambda self, fig: (titles.append(fig.layout.title.text), figure(self, fig)))
+    report.build_report(trained, headline=numbers)
+    assert len(titles) >= 10
+    repeated = {t for t in titles if titles.count(t) > 1}
+    assert repeated == set()
+
+
+def test_no_table_or_figure_is_wider_than_the_page(page: str) -> None:
+    assert re.search(r'"width":\s*\d{3,}', page.replace(PLOTLY_JS, "")) is None  # figures follow the page width
+    assert page.count('<div class="scroll"><table>') == page.count("<table>")  # a wide table scrolls, is never cut
+    # the encoder settings are rows, the two encoders columns: two data columns however many settings
+    assert "<th>encoder setting</th><th>vision</th><th>text</th></tr>" in page
+    assert "<td>n_heads</td><td>2</td><td>2</td>" in page
+
+
+def test_the_gradient_section_tables_monotonicity_and_slope(trained, page: str) -> None:
+    _, gradients = circuits.stats.spread_and_gradients(trained.model, trained.task.probe("unseen_pair"),
+                                                       gradient_terms=report.report_gradient_terms(trained.model))
+    g = gradients["EP"]
+    assert f"<td>EP</td><td>ρ {g.monotonicity[0]:+.2f}, slope {g.slope[0]:+.3f}</td>" in page
+
+
 def test_ablations_the_model_lacks_terms_for_are_skipped_not_failed() -> None:
     cfg = tiny_run_config().with_overrides({"model.vision.qkv_bias": False})
     runnable, skipped = report.applicable_ablations(clip_for(cfg)[0])
@@ -167,6 +204,8 @@ def test_write_report_writes_atomically_and_refuses_to_clobber(trained, numbers:
     with pytest.raises(CircuitsError, match="exists; pass force=True") as err:
         report.write_report(trained, target, headline=numbers)
     assert isinstance(err.value, report.ReportError) and "\n" not in str(err.value)
+    assert "--force" not in str(err.value)  # Python words in Python, CLI words for the CLI
+    assert "pass --force" in err.value.cli_message and "force=True" not in err.value.cli_message
     assert target.read_text() == "precious"
 
     report.write_report(trained, target, headline=numbers, force=True)
