@@ -348,3 +348,15 @@ def test_the_report_renders_to_a_screenshot_with_figures_on_it(browser: str, pag
     assert (grey < 100).mean() > 0.002  # text
     saturated = pixels.max(-1) - pixels.min(-1) > 80
     assert saturated.sum() > 2000  # coloured curves and heatmaps: the figures were drawn
+
+
+def test_ci_installs_chromium_before_the_readmes_set_up_and_test_commands() -> None:
+    root = Path(__file__).resolve().parents[1]
+    script = (root / ".ci" / "run").read_text().splitlines()
+    readme = (root / "README.md").read_text()
+    setup, test = 'pip install -c constraints.txt -e ".[dev,ray]"', "pytest"
+    assert f"{setup}   # set up" in readme and f"\n{test}  " in readme  # the README's commands, as CI runs them
+    assert script[-2:] == [setup, test]
+    install = next(i for i, line in enumerate(script) if "apt-get install" in line and "chromium" in line)
+    assert install < script.index(setup)
+    assert any(line.startswith('export CI="${CI:-true}"') for line in script)  # so the browser tests cannot skip
