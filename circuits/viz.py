@@ -163,7 +163,7 @@ def attention_patterns(
     pattern = cache[name].cpu()  # [n, head, q, k]
     n, n_heads = pattern.shape[:2]
     fig = make_subplots(rows=n, cols=n_heads, subplot_titles=head_names(n_heads) + [""] * (n - 1) * n_heads,
-                        horizontal_spacing=0.04, vertical_spacing=0.12 / max(n, 1))
+                        horizontal_spacing=0.04, vertical_spacing=0.25 / max(n, 1))  # room for each row's key labels
     traces, rows, cols = [], [], []
     for i in range(n):
         labels = position_labels(task, tokens[i], encoder)
@@ -185,7 +185,8 @@ def attention_patterns(
         what += " and its position swap" + (f" (+{n // 2 - 1} more pairs)" if n > 2 else "")
     elif n > 1:
         what += f" and {n - 1} more"
-    return _finish(fig, f"Attention patterns of {what}, {encoder} encoder layer {layer} (Fig. 4b / 6a)", 230 * n + 130)
+    fig.update_xaxes(tickfont=dict(size=9))
+    return _finish(fig, f"Attention patterns of {what}, {encoder} encoder layer {layer} (Fig. 4b / 6a)", 250 * n + 130)
 
 
 def term_grid(
