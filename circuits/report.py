@@ -156,13 +156,16 @@ def headline(
 
 def headline_tables(numbers: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """The summary tables of a `headline` as rows (for the HTML report and the CLI alike):
-    ``"accuracies"`` (metric, value), ``"head_bias"`` (one row per head, `HeadBias.rows` with
-    ``relational`` added) and ``"ablation"`` (condition and one column per metric)."""
+    ``"accuracies"`` (metric, value), ``"head_bias"`` (one row per head: ``head``, the
+    `HeadBias.rows` fields under the CLI's headings `HeadBias.labels` — ``left``, ``right``,
+    ``max left``, ..., ``rel→left``, ``label`` — and ``relational``) and ``"ablation"``
+    (condition and one column per metric)."""
     accuracies = [{"metric": k, "accuracy": v} for k, v in numbers["accuracies"].items()]
+    labels = HeadBias(**numbers["head_bias"]).labels()
     bias = []
     for row in numbers["head_bias_rows"]:
         relational = None if row["relational_first"] is None else row["relational_first"] + row["relational_second"]
-        bias.append({**row, "head": f"H{row['head']}", "relational": relational})
+        bias.append({"head": f"H{row['head']}", **{labels[k]: row[k] for k in labels}, "relational": relational})
     ablation = [{"ablated": name, **metrics} for name, metrics in numbers["ablation"].items()]
     return {"accuracies": accuracies, "head_bias": bias, "ablation": ablation}
 
@@ -196,6 +199,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2e
        padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+.scroll { max-width: 100%; overflow-x: auto; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; } th { background: #f4f4f4; }
 td:first-child, th:first-child { text-align: left; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.8em; max-height: 30em; }
@@ -221,7 +225,7 @@ def html_table(rows: list[dict[str, Any]], columns: Sequence[str] | None = None)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_fmt(row.get(c, '')))}</td>" for c in columns) + "</tr>" for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 class _Page:
@@ -238,9 +242,12 @@ class _Page:
         self.parts.append(fragment)
 
     def figure(self, fig: go.Figure) -> None:
+        """Add ``fig`` as wide as the page (never wider: a fixed width beyond it would be cut)."""
         self.n_figures += 1
+        fig = go.Figure(fig).update_layout(width=None, autosize=True)
         self.parts.append(fig.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False,
-                                      div_id=f"figure-{self.n_figures}", config={"displaylogo": False}))
+                                      div_id=f"figure-{self.n_figures}", default_width="100%",
+                                      config={"displaylogo": False, "responsive": True}))
 
 
 def build_report(
@@ -267,18 +274,22 @@ def build_report(
     page.add("<nav>" + "".join(f'<a href="#{k}">{html.escape(SECTIONS[k])}</a>' for k in keys) + "</nav>")
     tables = headline_tables(numbers)
 
+    bias = HeadBias(**numbers["head_bias"])
+    first, second = bias.names
     page.section("summary", "Accuracies (Sec. 2.3; label_set: App. H), unseen-pair accuracy after zero-ablating"
-                            " score terms (Fig. 5e), and the left/right bias of the vision heads on the"
-                            f" {html.escape(numbers['head_bias']['split'])} images (Fig. 4c, 5d; first = left object,"
-                            " second = right object).")
+                            f" score terms (Fig. 5e), and the {first}/{second} bias of the vision heads on the"
+                            f" {html.escape(bias.split)} images (Fig. 4c, 5d): {first} / {second}, the fraction of"
+                            f" images whose CLS row attends more to that object; max: its maximum falls on it;"
+                            f" rel→: relational toward it (the position terms decide); label: label-specific.")
     page.add('<div class="tables">' + html_table(tables["accuracies"]) + html_table(tables["ablation"]) + "</div>")
-    page.add(html_table(tables["head_bias"], ["head", "first", "second", "relational_first", "relational_second",
-                                              "label_specific", "argmax_first", "argmax_second", "argmax_other"]))
+    page.add(html_table(tables["head_bias"]))
 
     page.section("card")
     size = [{"split": k, "size": v} for k, v in numbers["world"].items()]
     cfg = numbers["config"]
-    enc_rows = [{"encoder": name, **{k: v for k, v in cfg["model"][name].items()}} for name in ("vision", "text")]
+    # one row per setting, one column per encoder: as wide as two encoders, however many settings
+    enc_rows = [{"encoder setting": k, **{name: cfg["model"][name].get(k, "") for name in ("vision", "text")}}
+                for k in dict.fromkeys([*cfg["model"]["vision"], *cfg["model"]["text"]])]
     page.add('<div class="tables">' + html_table(size) + html_table(
         [{"parameter": "parameters", "value": numbers["n_parameters"]},
          {"parameter": "vision score terms", "value": " ".join(vision_terms)},
@@ -304,9 +315,8 @@ def build_report(
         page.figure(viz.term_grid(model, world, image))
         page.figure(viz.term_profiles(model, world, image))
 
-    bias = HeadBias(**numbers["head_bias"])
-    page.section("bias", "Fraction of two-object images on which each head's CLS query attends more to the left"
-                         " or the right object, and where its maximal attention falls (Fig. 4c).")
+    page.section("bias", f"Fraction of two-object images on which each head's CLS query attends more to the {first}"
+                         f" or the {second} object, and where its maximal attention falls (Fig. 4c).")
     page.figure(viz.bias_bars(bias))
     page.figure(viz.bias_bars(bias, argmax=True))
 
@@ -333,17 +343,26 @@ def build_report(
     page.figure(viz.term_spread_bars(spread))
 
     page.section("gradient", "Mean of each term at every pixel column of the CLS row over the unseen-pair"
-                             " images; monotonicity (Spearman rho) and slope in the legend (Fig. 5b, 14, 15b).")
+                             " images (Fig. 5b, 14, 15b); below, each curve's monotonicity (Spearman rho with the"
+                             " column) and least-squares slope per column.")
     page.figure(viz.term_gradient_figure(gradients))
+    page.add(html_table(viz.gradient_rows(gradients)))
 
     page.section("similarity", "Cosine similarity of unseen-pair images with the unseen-pair captions (Fig. 3 right).")
     page.figure(viz.similarity_heatmap(model, world, "unseen_pair", max_images=120))
 
+    try:
+        text_probe = world.probe("unseen_pair", "text")
+    except CircuitsError as e:  # e.g. a world without two-object captions
+        text_probe, why = None, str(e)
+    subject, obj = text_probe.names if text_probe is not None else ("first", "second")
     page.section("text", "EOT attention over the words of the unseen-pair captions, mean and std (Fig. 6),"
-                         " and how often each head attends more to the first- or second-mentioned label (Fig. 6b).")
+                         f" and how often each head attends more to the {subject} or the {obj} of the caption (Fig. 6b).")
     page.figure(viz.text_attention(model, world))
     try:
-        page.figure(viz.bias_bars(head_bias(model, world.probe("unseen_pair", "text"))))
+        if text_probe is None:
+            raise CircuitsError(why)
+        page.figure(viz.bias_bars(head_bias(model, text_probe)))
     except CircuitsError as e:  # e.g. a world without two-object captions
         page.add(f'<p class="note">{html.escape(str(e))}</p>')
 
@@ -396,7 +415,12 @@ def _check_free(path: PathLike, force: bool) -> None:
     if target.is_dir():
         raise ReportError(f"{target} is a directory; give a file name such as {target / 'report.html'}")
     if target.exists() and not force:
-        raise ReportError(f"{target} exists; pass force=True (--force) to overwrite it or choose another path")
+        raise _exists(target)
+
+
+def _exists(target: Path) -> ReportError:
+    return ReportError(f"{target} exists; pass force=True to overwrite it or choose another path",
+                       cli=f"{target} exists; pass --force to overwrite it or choose another path")
 
 
 def _write_html(document: str, path: PathLike, force: bool) -> Path:
@@ -429,8 +453,8 @@ def _link_no_clobber(tmp: Path, target: Path) -> None:
     try:
         os.link(tmp, target)
     except FileExistsError:
-        raise ReportError(f"{target} exists; pass force=True (--force) to overwrite it or choose another path") from None
+        raise _exists(target) from None
     except OSError:  # no hard links here: check, then rename
         if target.exists():
-            raise ReportError(f"{target} exists; pass force=True (--force) to overwrite it or choose another path") from None
+            raise _exists(target) from None
         os.replace(tmp, target)

@@ -82,6 +82,15 @@ class HeadBias:
     def relational(self) -> list[float | None]:
         return [None if a is None else a + b for a, b in zip(self.relational_first, self.relational_second)]
 
+    def labels(self) -> dict[str, str]:
+        """Field -> column heading in the probe's words (`names`), shared by the CLI's table and
+        the report's: ``{"first": "left", "argmax_first": "max left", "relational_first":
+        "rel→left", ..., "label_specific": "label"}``."""
+        first, second = self.names
+        return {"first": first, "second": second, "argmax_first": f"max {first}", "argmax_second": f"max {second}",
+                "argmax_other": "max elsewhere", "relational_first": f"rel→{first}",
+                "relational_second": f"rel→{second}", "label_specific": "label"}
+
     def rows(self) -> list[dict]:
         keys = ["first", "second", "argmax_first", "argmax_second", "argmax_other",
                 "relational_first", "relational_second", "label_specific"]

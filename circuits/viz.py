@@ -10,7 +10,7 @@ scale (``"RdBu_r"``) centred at zero (``zmid=0``); attention probabilities a seq
 `attention_patterns`       attention pattern per image and head (Fig. 4b, 6a)
 `term_grid`                score terms, heads x terms (Fig. 5a, 12, 14)
 `term_profiles`            pooled-row profiles of the terms (Fig. 5b)
-`bias_bars`                left/right (first/second) attention bias (Fig. 4c)
+`bias_bars`                left/right (subject/object) attention bias (Fig. 4c)
 `relational_bars`          relational vs label-specific attention (Fig. 5d)
 `ablation_bars`            accuracy under term ablations (Fig. 5e, 16, 17)
 `similarity_heatmap`       image x caption cosine similarity (Fig. 3 right)
@@ -18,6 +18,7 @@ scale (``"RdBu_r"``) centred at zero (``zmid=0``); attention probabilities a seq
 `term_spread_bars`         each term's share of the pooled row's spread (Fig. 13)
 `text_attention`           [EOT] attention over words, mean +- std (Fig. 6)
 `term_gradient_figure`     column profiles of terms, monotonicity and slope (Fig. 5b, 14, 15b)
+`gradient_rows`            the monotonicity and slope of each term and head, as table rows
 =========================  ===================================================
 
 Helpers: `head_names`, `position_labels`, `swap_objects` (a label pair and its position swap),
@@ -46,6 +47,7 @@ from circuits.data import World
 from circuits.decompose import check_layer, decompose, get_encoder, pooled_row_terms
 from circuits.errors import CircuitsError
 from circuits.models import HookedCLIP, HookedEncoder
+from circuits.models.terms import key_source, query_source
 from circuits.stats import Gradient, HeadBias
 from circuits.tasks import Task
 
@@ -131,7 +133,8 @@ def _np(x: Tensor) -> np.ndarray:
 
 
 def _finish(fig: go.Figure, title: str, height: int, width: int | None = None) -> go.Figure:
-    fig.update_layout(title=title, template=TEMPLATE, height=height, width=width, margin=dict(t=90, l=70, r=40, b=60))
+    top = max(90, 80 + 24 * title.count("<br>"))  # room for every subtitle line
+    fig.update_layout(title=dict(text=title, yref="container", y=1, yanchor="top", pad=dict(t=14)), template=TEMPLATE, height=height, width=width, margin=dict(t=top, l=70, r=40, b=60))
     return fig
 
 
@@ -160,7 +163,7 @@ def attention_patterns(
     pattern = cache[name].cpu()  # [n, head, q, k]
     n, n_heads = pattern.shape[:2]
     fig = make_subplots(rows=n, cols=n_heads, subplot_titles=head_names(n_heads) + [""] * (n - 1) * n_heads,
-                        horizontal_spacing=0.04, vertical_spacing=0.12 / max(n, 1))
+                        horizontal_spacing=0.04, vertical_spacing=0.25 / max(n, 1))  # room for each row's key labels
     traces, rows, cols = [], [], []
     for i in range(n):
         labels = position_labels(task, tokens[i], encoder)
@@ -177,7 +180,13 @@ def attention_patterns(
     fig.update_xaxes(type="category")
     fig.update_xaxes(title_text="key", row=n)
     fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0, colorbar=dict(title="attention")))
-    return _finish(fig, f"Attention patterns, {encoder} encoder layer {layer} (Fig. 4b / 6a)", 230 * n + 130)
+    what = repr(input_text(task, tokens[0], encoder))
+    if swap:
+        what += " and its position swap" + (f" (+{n // 2 - 1} more pairs)" if n > 2 else "")
+    elif n > 1:
+        what += f" and {n - 1} more"
+    fig.update_xaxes(tickfont=dict(size=9))
+    return _finish(fig, f"Attention patterns of {what}, {encoder} encoder layer {layer} (Fig. 4b / 6a)", 250 * n + 130)
 
 
 def term_grid(
@@ -187,11 +196,21 @@ def term_grid(
     encoder: str = "vision",
     layer: int = 0,
     terms: Sequence[str] | None = None,
+    *,
+    scale: str = "shared",
 ) -> go.Figure:
     """Decomposed pre-softmax scores of one input, rows = heads, columns = terms (or sums such
-    as ``"EP+PP"``), each panel on its own colour range symmetric about zero (its +-max in the
-    corner); the pooled query's row (the only one that reaches a 1-layer encoder's output) is
-    outlined (Fig. 5a, 12, 14). Keys the causal text encoder masks are blank."""
+    as ``"EP+PP"``); the pooled query's row (the only one that reaches a 1-layer encoder's
+    output) is outlined (Fig. 5a, 12, 14). Keys the causal text encoder masks are blank.
+
+    Colour: ``scale="shared"`` (default) puts every panel on ONE diverging scale, symmetric about
+    zero, with a colour bar (``layout.coloraxis``): the panels are compared, so a term that is
+    nearly constant or tiny looks pale next to one that decides the attention. Each panel's
+    corner gives its own largest magnitude, ``max |x|``. ``scale="panel"`` gives each panel its
+    own range instead (to see the shape of small terms); the corners then read ``own scale ±x``
+    and the title says so, and there is no colour bar."""
+    if scale not in ("shared", "panel"):
+        raise CircuitsError(f"scale must be 'shared' or 'panel', not {scale!r}")
     enc = get_encoder(model, encoder)
     tokens = as_tokens(task, image, encoder)[:1]
     d = decompose(enc, tokens, layer=layer)
@@ -202,32 +221,43 @@ def term_grid(
     labels = position_labels(task, tokens[0], encoder)
     q = enc.pool_index % seq
     n_cols = len(terms)
+    shared = max((_absmax(v) for v in values.values()), default=0.0) or 1.0
     fig = make_subplots(rows=n_heads, cols=n_cols, row_titles=head_names(n_heads), subplot_titles=terms,
                         horizontal_spacing=0.02, vertical_spacing=0.12 / max(n_heads, 1))
     traces, rows, cols, shapes, notes = [], [], [], [], []
     for j, t in enumerate(terms):
         for h in range(n_heads):
             limit = _absmax(values[t][h])
-            traces.append(go.Heatmap(z=_np(values[t][h]), x=labels, y=labels, colorscale=DIVERGING, zmid=0.0,
-                                     zmin=-(limit or 1.0), zmax=limit or 1.0, showscale=False, name=f"{t}, H{h}",
-                                     hovertemplate=f"{t} H{h}<br>query %{{y}}<br>key %{{x}}<br>%{{z:.3f}}<extra></extra>"))
+            hover = f"{t} H{h}<br>query %{{y}}<br>key %{{x}}<br>%{{z:.4g}}<extra></extra>"
+            if scale == "shared":
+                colour = dict(coloraxis="coloraxis")
+            else:
+                colour = dict(colorscale=DIVERGING, zmid=0.0, zmin=-(limit or 1.0), zmax=limit or 1.0, showscale=False)
+            traces.append(go.Heatmap(z=_np(values[t][h]), x=labels, y=labels, name=f"{t}, H{h}",
+                                     hovertemplate=hover, **colour))
             rows.append(h + 1)
             cols.append(j + 1)
             axis = _axis_suffix(h * n_cols + j + 1)
             shapes.append(dict(type="rect", xref=f"x{axis}", yref=f"y{axis}", x0=-0.5, x1=seq - 0.5, y0=q - 0.5,
                                y1=q + 0.5, line=dict(color="black", width=2)))
-            notes.append(dict(text=f"±{limit:.2g}", x=1, y=0, xref=f"x{axis} domain", yref=f"y{axis} domain",
+            notes.append(dict(text=f"max |x| {limit:.2g}" if scale == "shared" else f"own scale ±{limit:.2g}",
+                              x=1, y=0, xref=f"x{axis} domain", yref=f"y{axis} domain",
                               xanchor="right", yanchor="bottom", showarrow=False, font=dict(size=9),
                               bgcolor="rgba(255,255,255,0.7)"))
     fig.add_traces(traces, rows=rows, cols=cols)
     fig.update_layout(shapes=shapes, annotations=[*fig.layout.annotations, *notes])
+    if scale == "shared":
+        fig.update_layout(coloraxis=dict(colorscale=DIVERGING, cmid=0.0, cmin=-shared, cmax=shared,
+                                         colorbar=dict(title="score term<br>(logit)", len=0.8)))
     fig.update_yaxes(autorange="reversed", showticklabels=False, type="category")
     fig.update_yaxes(showticklabels=True, title_text="query", col=1)
-    fig.update_xaxes(type="category")
-    fig.update_xaxes(title_text="key", row=n_heads)
-    title = (f"Attention-score terms of {input_text(task, tokens[0], encoder)!r}, {encoder} layer {d.layer};"
-             f" outlined: the {'CLS' if encoder == 'vision' else 'EOT'} row (Fig. 5a, 12, 14)")
-    return _finish(fig, title, 190 * n_heads + 140, max(900, 150 * len(terms) + 150))
+    fig.update_xaxes(type="category", showticklabels=False)
+    fig.update_xaxes(title_text="key", showticklabels=True, tickangle=-90, tickfont=dict(size=9), row=n_heads)
+    row_name = "CLS" if encoder == "vision" else "EOT"
+    how = "one colour scale for all panels" if scale == "shared" else "each panel on its own colour scale"
+    title = (f"Attention-score terms of {input_text(task, tokens[0], encoder)!r}, {encoder} layer {d.layer}"
+             f" (Fig. 5a, 12, 14)<br><sup>{how}; outlined: the {row_name} row</sup>")
+    return _finish(fig, title, 190 * n_heads + 180, min(1450, max(900, 150 * len(terms) + 200)))
 
 
 def _axis_suffix(index: int) -> str:
@@ -246,67 +276,144 @@ def term_profiles(
     image: Int[Tensor, " seq"] | Int[Tensor, "1 seq"] | str,
     encoder: str = "vision",
     layer: int = 0,
-    terms: Sequence[str] | None = ("EE", "EP", "PE", "PP"),
+    terms: Sequence[str] | None = None,
 ) -> go.Figure:
     """The pooled query's row of each term along the key positions, one subplot per head
-    (Fig. 5b). Terms the model lacks are dropped from the default set."""
+    (Fig. 5b), one trace per (term, head): trace ``j * n_heads + h`` is term j, head h.
+
+    ``terms=None`` draws every term of the decomposition except those whose key source is the
+    bias B (``EB``, ``PB``, ``BB``): they are the same at every key, so they shift the row without
+    changing the softmax; the figure's subtitle says they are left out. Each term has its own
+    colour, dash pattern and marker, so lines that lie on top of each other stay visible; terms
+    that coincide on every head (within 1% of the figure's range, `coinciding_terms`) are named in
+    the subtitle. On the vision [CLS] row this is the finding that E[CLS] and P[0] always meet at
+    the query: training only ever sees their sum, so EE tracks PE and EP tracks PP."""
     enc = get_encoder(model, encoder)
     layer = check_layer(enc, layer)
     tokens = as_tokens(task, image, encoder)[:1]
     row = pooled_row_terms(enc, tokens, layer=layer)
-    if terms == ("EE", "EP", "PE", "PP"):
-        terms = [t for t in terms if t in row.terms] or list(row.terms)
-    terms = list(terms) if terms is not None else list(row.terms)
+    left_out: list[str] = []
+    if terms is None:
+        terms = [t for t in row.terms if key_source(t) != "B"]
+        left_out = [t for t in row.terms if t not in terms]
+    terms = list(terms)
+    values = {t: _np(row.combine(t)[0]) for t in terms}  # [head, key]
     n_heads = row.scores.shape[1]
     labels = position_labels(task, tokens[0], encoder)
     fig = make_subplots(rows=1, cols=n_heads, subplot_titles=head_names(n_heads), shared_yaxes=True,
                         horizontal_spacing=0.03)
     for j, t in enumerate(terms):
-        value = row.combine(t)[0].cpu()
         for h in range(n_heads):
-            fig.add_trace(go.Scatter(x=labels, y=_np(value[h]), mode="lines+markers", name=t, legendgroup=t,
-                                     showlegend=h == 0, line=dict(color=_color(j))), row=1, col=h + 1)
+            fig.add_trace(go.Scatter(x=labels, y=values[t][h], mode="lines+markers", name=t, legendgroup=t,
+                                     showlegend=h == 0, line=dict(color=_color(j), dash=_dash(j), width=_width(j)),
+                                     marker=dict(symbol=_marker(j), size=_size(j), color=_color(j)),
+                                     hovertemplate=f"{t} H{h}<br>key %{{x}}<br>%{{y:.4g}}<extra></extra>"),
+                          row=1, col=h + 1)
     fig.add_hline(y=0, line=dict(color="grey", width=1))
     fig.update_xaxes(title_text="key position", type="category")
-    fig.update_yaxes(title_text=f"{'CLS' if encoder == 'vision' else 'EOT'}-row logit term", col=1)
+    row_name = "CLS" if encoder == "vision" else "EOT"
+    fig.update_yaxes(title_text=f"{row_name}-row logit term", col=1)
+    notes = [note] if (note := _coincidence_note(values, encoder == "vision" and enc.pool_index == 0)) else []
+    if left_out:
+        notes.append(f"not drawn: {', '.join(left_out)} (key source B, the same at every key)")
     title = f"Pooled-row term profiles of {input_text(task, tokens[0], encoder)!r}, {encoder} layer {layer} (Fig. 5b)"
-    return _finish(fig, title, 420)
+    if notes:
+        title += "<br><sup>" + "<br>".join(notes) + "</sup>"
+    return _finish(fig, title, 480)
+
+
+def coinciding_terms(values: dict[str, np.ndarray], tol: float = 0.02) -> list[tuple[str, str, float]]:
+    """``(a, b, largest difference)`` for the pairs of terms whose curves (``term -> [head,
+    key]`` arrays) differ nowhere by more than ``tol`` times the largest magnitude of all of
+    them: at the figure's scale, lines drawn on top of each other."""
+    values = {t: np.asarray(v, dtype=float) for t, v in values.items()}
+    finite = [np.abs(v[np.isfinite(v)]).max() for v in values.values() if np.isfinite(v).any()]
+    span = max(finite, default=0.0)
+    if span == 0:
+        return []
+    names, out = list(values), []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            diff = np.abs(values[a] - values[b])
+            if np.isfinite(diff).any() and np.nanmax(diff) <= tol * span:
+                out.append((a, b, float(np.nanmax(diff))))
+    return out
+
+
+def _coincidence_note(values: dict[str, np.ndarray], cls_query: bool) -> str:
+    """The subtitle naming the curves that lie on top of each other, with why when it is the
+    [CLS] query's E and P sharing every gradient (EE ~ PE, EP ~ PP, EB ~ PB)."""
+    pairs = coinciding_terms(values)
+    if not pairs:
+        return ""
+    same = ", ".join(f"{a} ≈ {b}" for a, b, _ in pairs)
+    largest = max(d for _, _, d in pairs)
+    why = ""
+    if cls_query and any({query_source(a), query_source(b)} == {"E", "P"} and key_source(a) == key_source(b)
+                         for a, b, _ in pairs):
+        why = ("<br>E[CLS] and P[0] always meet at the CLS query, so they get the same gradient and differ"
+               " only by their initialisation")
+    return f"lines on top of each other: {same} (largest difference {largest:.2g}){why}"
+
+
+def _width(i: int) -> float:
+    """Line width of the i-th curve: later curves (drawn on top) are thinner, so a curve that
+    lies exactly under another still shows at its edges."""
+    return max(4.5 - 0.6 * i, 1.2)
+
+
+def _size(i: int) -> float:
+    """Marker size of the i-th curve: later (upper) markers are smaller, as with `_width`."""
+    return max(13 - 1.5 * i, 5)
+
+
+def _dash(i: int) -> str:
+    return ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")[i % 6]
+
+
+def _marker(i: int) -> str:
+    return ("circle", "x", "square-open", "diamond", "triangle-up-open", "cross", "star", "circle-open", "hexagon-open")[i % 9]
 
 
 def _color(i: int) -> str:
-    palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+    palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#393b79", "#637939")
     return palette[i % len(palette)]
 
 
 def _object_names(bias: HeadBias) -> tuple[str, str]:
-    if bias.encoder == "vision":
-        return "left object", "right object"
-    return "first-mentioned word", "second-mentioned word"
+    """The probe's names of the two objects (`HeadBias.names`: left / right for images,
+    subject / object for captions): the same words as the CLI's ``lenscli bias``."""
+    return tuple(bias.names)  # type: ignore[return-value]
 
 
 def bias_bars(bias: HeadBias, *, argmax: bool = False) -> go.Figure:
-    """Per head, the fraction of inputs whose pooled query attends more to the first (left)
-    than the second (right) object, and vice versa (`HeadBias.first` / `.second`; Fig. 4c; text
-    encoder: Fig. 6b). ``argmax=True`` shows instead where the row's maximal attention falls:
-    left object, right object or elsewhere (`argmax_first` / `argmax_second` / `argmax_other`)."""
+    """Per head, the fraction of inputs whose pooled query attends more to the first object
+    (`HeadBias.names`: left for images, subject for captions) than to the second, and vice versa
+    (`HeadBias.first` / `.second`; Fig. 4c; text encoder: Fig. 6b). ``argmax=True`` shows
+    instead where the row's maximal attention falls: on either object or elsewhere
+    (`argmax_first` / `argmax_second` / `argmax_other`), under its own title."""
     heads = head_names(len(bias.first))
     first, second = _object_names(bias)
     if argmax:
-        bars = [(bias.argmax_first, f"maximal attention on the {first}"),
-                (bias.argmax_second, f"maximal attention on the {second}"),
-                (bias.argmax_other, "maximal attention elsewhere")]
+        bars = [(bias.argmax_first, f"maximum on the {first}"),
+                (bias.argmax_second, f"maximum on the {second}"),
+                (bias.argmax_other, "maximum elsewhere")]
+        what = f"Where the {'CLS' if bias.encoder == 'vision' else 'EOT'} row's maximal attention falls"
     else:
         bars = [(bias.first, f"more attention on the {first}"), (bias.second, f"more attention on the {second}")]
+        what = f"{first.capitalize()}/{second} attention bias"
     fig = go.Figure([go.Bar(x=heads, y=y, name=name, marker_color=_color(i) if i < 2 else "#aaaaaa")
                      for i, (y, name) in enumerate(bars)])
     fig.update_layout(barmode="group", xaxis_title="head", yaxis=dict(title="fraction of inputs", range=[0, 1]))
-    return _finish(fig, f"Left/right attention bias, {bias.encoder} layer {bias.layer}, {bias.split}"
-                        f" ({bias.n_inputs} inputs) (Fig. 4c)", 420)
+    return _finish(fig, f"{what}, {bias.encoder} layer {bias.layer}, {bias.split}"
+                        f" ({bias.n_inputs} inputs) ({'Fig. 4c' if bias.encoder == 'vision' else 'Fig. 6b'})", 420)
 
 
 def relational_bars(bias: HeadBias) -> go.Figure:
     """Per head, the fraction of inputs attended relationally toward the first / second object
-    (the position terms decide, |D_pos| > |D_tok|) or label-specifically, stacked (Fig. 5d)."""
+    (`HeadBias.names`; the position terms decide, |D_pos| > |D_tok|) or label-specifically,
+    stacked (Fig. 5d)."""
     heads = head_names(len(bias.first))
     first, second = _object_names(bias)
     fig = go.Figure([
@@ -316,7 +423,8 @@ def relational_bars(bias: HeadBias) -> go.Figure:
     ])
     fig.update_layout(barmode="stack", xaxis_title="head", yaxis=dict(title="fraction of inputs", range=[0, 1]))
     return _finish(fig, f"Relational vs label-specific attention, {bias.encoder} layer {bias.layer}, {bias.split}"
-                        f" (position terms {bias.position_terms} vs token terms {bias.token_terms}) (Fig. 5d)", 420)
+                        f" (Fig. 5d)<br><sup>position terms {bias.position_terms} vs token terms {bias.token_terms}</sup>",
+                   420)
 
 
 def ablation_name(spec: dict | Ablation) -> str:
@@ -393,9 +501,9 @@ def similarity_heatmap(model: HookedCLIP, world: World, split: str = "unseen_pai
         y=[world.image_text(im) for im in images.images],
         colorscale=DIVERGING, zmid=0.0, colorbar=dict(title="cosine"),
         hovertemplate="image %{y}<br>caption %{x}<br>cosine %{z:.3f}<extra></extra>"))
-    fig.update_layout(xaxis=dict(title="caption", tickfont=dict(size=9)),
+    fig.update_layout(xaxis=dict(title="caption", tickfont=dict(size=9), automargin=True, tickangle=45),
                       yaxis=dict(title=f"image ({split}, {len(images)} of {len(data)})", autorange="reversed",
-                                 tickfont=dict(size=8)))
+                                 tickfont=dict(size=8), automargin=True))
     return _finish(fig, f"Image-caption cosine similarity, {split} (Fig. 3 right)", 900)
 
 
@@ -463,9 +571,22 @@ def text_attention(
     for h in range(n_heads):
         fig.add_trace(go.Bar(x=labels, y=_np(mean[h]), error_y=dict(type="data", array=_np(std[h])),
                              marker_color=_color(h), name=f"H{h}", showlegend=False), row=1, col=h + 1)
-    fig.update_xaxes(title_text="word position")
+    fig.update_xaxes(title_text="word position", automargin=True, ticktext=[_wrap(label) for label in labels],
+                     tickvals=labels)
     fig.update_yaxes(title_text="EOT attention (mean ± std)", range=[0, 1.05], col=1)
     return _finish(fig, f"Text encoder layer {layer}: EOT attention over the words of {len(tokens)} captions (Fig. 6)", 420)
+
+
+def _wrap(label: str, width: int = 12) -> str:
+    """A tick label broken into lines of about ``width`` characters at spaces (``<br>``): whole,
+    however narrow the subplot."""
+    lines: list[str] = []
+    for word in label.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(lines)
 
 
 def word_labels(world: World, tokens: Int[Tensor, "n seq"]) -> list[str]:
@@ -485,22 +606,40 @@ def word_labels(world: World, tokens: Int[Tensor, "n seq"]) -> list[str]:
 
 def term_gradient_figure(gradients: dict[str, Gradient], encoder: str = "vision") -> go.Figure:
     """Mean value of each term at every key column of the pooled row (`circuits.stats.term_gradient`),
-    one subplot per head; each curve's legend entry gives its monotonicity (Spearman rho with the
-    column) and least-squares slope per column: the "horizontal gradient" of the EP term
-    (Fig. 5a-b, 14; its absence in non-generalizing models, Fig. 15b). Trace ``j * n_heads + h``
-    is term j, head h."""
+    one subplot per head: the "horizontal gradient" of the EP term (Fig. 5a-b, 14; its absence in
+    non-generalizing models, Fig. 15b). Trace ``j * n_heads + h`` is term j, head h.
+
+    The legend has one entry per term (a click hides that term on every head); each point's
+    hover gives the curve's monotonicity (Spearman rho with the column) and least-squares slope
+    per column, and `gradient_rows` gives the same numbers as a table (the report prints it
+    under the figure). Terms have distinct colours, dash patterns and markers."""
     n_heads = len(next(iter(gradients.values())).profile) if gradients else 0
     fig = make_subplots(rows=1, cols=max(n_heads, 1), subplot_titles=head_names(n_heads), shared_yaxes=True)
     for j, (t, g) in enumerate(gradients.items()):
         for h in range(n_heads):
             columns = list(range(len(g.profile[h])))
-            fig.add_trace(go.Scatter(x=columns, y=g.profile[h], mode="lines+markers", legendgroup=t,
-                                     name=f"{t}, H{h}: ρ={g.monotonicity[h]:+.2f}, slope={g.slope[h]:+.3f}",
-                                     line=dict(color=_color(j))),
-                          row=1, col=h + 1)
+            fig.add_trace(go.Scatter(
+                x=columns, y=g.profile[h], mode="lines+markers", legendgroup=t, name=t, showlegend=h == 0,
+                line=dict(color=_color(j), dash=_dash(j), width=_width(j)),
+                marker=dict(symbol=_marker(j), size=_size(j)),
+                hovertemplate=(f"{t} H{h}: ρ={g.monotonicity[h]:+.2f}, slope={g.slope[h]:+.3f}"
+                               "<br>column %{x}<br>mean %{y:.4g}<extra></extra>")),
+                row=1, col=h + 1)
     fig.add_hline(y=0, line=dict(color="grey", width=1))
     fig.update_xaxes(title_text="pixel column (left to right)" if encoder == "vision"
                      else "word (0 = X, 1 = relation, 2 = Y)")
-    fig.update_yaxes(title_text=f"mean term on the {'CLS' if encoder == 'vision' else 'EOT'} row", col=1)
-    return _finish(fig, f"Horizontal gradient of the terms along the {'CLS' if encoder == 'vision' else 'EOT'} row"
-                        " (Fig. 5b, 14, 15b)", 450)
+    row_name = "CLS" if encoder == "vision" else "EOT"
+    fig.update_yaxes(title_text=f"mean term on the {row_name} row", col=1)
+    notes = ["monotonicity (Spearman ρ) and slope per head: hover, or the table"]
+    if note := _coincidence_note({t: [list(p) for p in g.profile] for t, g in gradients.items()}, encoder == "vision"):
+        notes.append(note)
+    return _finish(fig, f"Horizontal gradient of the terms along the {row_name} row (Fig. 5b, 14, 15b)"
+                        "<br><sup>" + "<br>".join(notes) + "</sup>", 480)
+
+
+def gradient_rows(gradients: dict[str, Gradient]) -> list[dict[str, str]]:
+    """One row per term: ``{"term": t, "H0": "ρ +0.98, slope +0.412", ...}``, the monotonicity
+    and slope of `term_gradient_figure`'s curves as a small table."""
+    return [{"term": t, **{f"H{h}": f"ρ {g.monotonicity[h]:+.2f}, slope {g.slope[h]:+.3f}"
+                           for h in range(len(g.profile))}}
+            for t, g in gradients.items()]

@@ -247,7 +247,7 @@ def bias(
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(result) | {"heads": result.rows()}))
         return
-    print_bias(result, first=result.names[0], second=result.names[1])
+    print_bias(result)
 
 
 @app.command()

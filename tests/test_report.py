@@ -6,9 +6,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import re
+import shutil
+import struct
+import subprocess
+import zlib
 from pathlib import Path
 
+import numpy as np
 import plotly.offline
 import pytest
 import torch
@@ -125,6 +131,43 @@ def test_the_summary_shows_the_headline_it_is_given(trained, numbers: dict, monk
         numbers["head_bias"]["relational_first"][0] + numbers["head_bias"]["relational_second"][0])
 
 
+def test_the_head_bias_table_speaks_the_probes_words_like_the_cli(trained, numbers: dict, page: str) -> None:
+    bias = head_bias(trained.model, trained.task.probe())
+    row = report.headline_tables(numbers)["head_bias"][1]
+    assert list(row) == ["head", "left", "right", "max left", "max right", "max elsewhere", "rel→left", "rel→right",
+                         "label", "relational"]
+    assert list(row)[1:-1] == list(bias.labels().values())  # the headings of `lenscli bias`
+    assert row["left"] == bias.first[1] and row["max elsewhere"] == bias.argmax_other[1]
+    assert "<th>left</th><th>right</th>" in page
+    assert "first = left" not in page and "first-mentioned" not in page and "<th>first</th>" not in page
+    assert "more attention on the subject" in page  # the text encoder's probe names its objects too
+
+
+def test_every_figure_of_the_report_has_its_own_title(trained, numbers: dict, monkeypatch) -> None:
+    titles = []
+    figure = report._Page.figure
+    monkeypatch.setattr(report._Page, "figure", lambda self, fig: (titles.append(fig.layout.title.text), figure(self, fig)))
+    report.build_report(trained, headline=numbers)
+    assert len(titles) >= 10
+    repeated = {t for t in titles if titles.count(t) > 1}
+    assert repeated == set()
+
+
+def test_no_table_or_figure_is_wider_than_the_page(page: str) -> None:
+    assert re.search(r'"width":\s*\d{3,}', page.replace(PLOTLY_JS, "")) is None  # figures follow the page width
+    assert page.count('<div class="scroll"><table>') == page.count("<table>")  # a wide table scrolls, is never cut
+    # the encoder settings are rows, the two encoders columns: two data columns however many settings
+    assert "<th>encoder setting</th><th>vision</th><th>text</th></tr>" in page
+    assert "<td>n_heads</td><td>2</td><td>2</td>" in page
+
+
+def test_the_gradient_section_tables_monotonicity_and_slope(trained, page: str) -> None:
+    _, gradients = circuits.stats.spread_and_gradients(trained.model, trained.task.probe("unseen_pair"),
+                                                       gradient_terms=report.report_gradient_terms(trained.model))
+    g = gradients["EP"]
+    assert f"<td>EP</td><td>ρ {g.monotonicity[0]:+.2f}, slope {g.slope[0]:+.3f}</td>" in page
+
+
 def test_ablations_the_model_lacks_terms_for_are_skipped_not_failed() -> None:
     cfg = tiny_run_config().with_overrides({"model.vision.qkv_bias": False})
     runnable, skipped = report.applicable_ablations(clip_for(cfg)[0])
@@ -161,6 +204,8 @@ def test_write_report_writes_atomically_and_refuses_to_clobber(trained, numbers:
     with pytest.raises(CircuitsError, match="exists; pass force=True") as err:
         report.write_report(trained, target, headline=numbers)
     assert isinstance(err.value, report.ReportError) and "\n" not in str(err.value)
+    assert "--force" not in str(err.value)  # Python words in Python, CLI words for the CLI
+    assert "pass --force" in err.value.cli_message and "force=True" not in err.value.cli_message
     assert target.read_text() == "precious"
 
     report.write_report(trained, target, headline=numbers, force=True)
@@ -187,21 +232,131 @@ def test_a_model_without_learned_positions_still_gets_a_report() -> None:
     assert all(f">{title}</h2>" in page for key, title in report.SECTIONS.items() if key != "training")
 
 
-CHROMIUM = next((p for p in ("chromium", "chromium-browser", "google-chrome") if __import__("shutil").which(p)), None)
+# ----------------------------------------------------------------------------- in a browser
+CHROMIUM = next((p for p in ("chromium", "chromium-browser", "google-chrome") if shutil.which(p)), None)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium on this machine")
-def test_a_headless_browser_draws_every_figure_offline(page: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def browser() -> str:
+    """Headless Chromium. Without it the browser tests are skipped on a workstation, but fail
+    in CI (``CI=true``), where .ci/run installs it from the distribution's packages."""
+    if CHROMIUM is None:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail("CI=true but no chromium / chromium-browser on PATH: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("no headless Chromium on this machine (CI installs it)")
+    return CHROMIUM
+
+
+def test_a_headless_browser_draws_every_figure_offline(browser: str, page: str, tmp_path: Path) -> None:
     """Opened with the network blocked (a dead proxy), every figure div holds a drawn plot."""
-    import subprocess
-
     file = tmp_path / "report.html"
     file.write_text(page)
     dom = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
          "--virtual-time-budget=20000", "--dump-dom", file.as_uri()],
         capture_output=True, text=True, timeout=180, check=True,
     ).stdout
     n_figures = page.count("Plotly.newPlot")
     assert n_figures >= 10
     assert dom.count('class="plot-container plotly"') == n_figures
+
+
+def read_png(path: Path) -> np.ndarray:
+    """The pixels of an 8-bit RGB / RGBA PNG (what Chromium writes) as [height, width, channels]."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat = 8, b""
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+        if kind == b"IHDR":
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            assert depth == 8 and colour in (2, 6) and interlace == 0, (depth, colour, interlace)
+        elif kind == b"IDAT":
+            idat += body
+    bpp = 3 if colour == 2 else 4
+    raw = zlib.decompress(idat)
+    stride = width * bpp
+    out = np.zeros((height, stride), dtype=np.uint8)
+    prev = np.zeros(stride, dtype=np.int64)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], np.frombuffer(raw, np.uint8, stride, y * (stride + 1) + 1).astype(np.int64)
+        if kind == 0:
+            row = line
+        elif kind == 2:
+            row = (line + prev) % 256
+        elif kind == 1:  # Sub: a running sum per channel
+            row = np.cumsum(line.reshape(width, bpp), axis=0).reshape(-1) % 256
+        else:  # Average, Paeth: pixel by pixel
+            row, left = line.copy(), np.zeros(bpp, dtype=np.int64)
+            up_left = np.zeros(bpp, dtype=np.int64)
+            for x in range(0, stride, bpp):
+                up = prev[x:x + bpp]
+                if kind == 3:
+                    pred = (left + up) // 2
+                else:
+                    p_ = left + up - up_left
+                    pa, pb, pc = np.abs(p_ - left), np.abs(p_ - up), np.abs(p_ - up_left)
+                    pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, up_left))
+                left = (line[x:x + bpp] + pred) % 256
+                row[x:x + bpp] = left
+                up_left = up
+        out[y] = row
+        prev = row
+    return out.reshape(height, width, bpp)[:, :, :3]
+
+
+def test_read_png_decodes_every_filter(tmp_path: Path) -> None:
+    """The decoder the screenshot test relies on, against a PNG written by hand with all five filters."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(5, 4, 3)).astype(np.int64)
+    rows, prev = b"", np.zeros(12, dtype=np.int64)
+    for kind, row in enumerate(pixels.reshape(5, 12)):
+        left = np.concatenate([np.zeros(3, dtype=np.int64), row[:-3]])
+        up_left = np.concatenate([np.zeros(3, dtype=np.int64), prev[:-3]])
+        p_ = left + prev - up_left
+        pa, pb, pc = np.abs(p_ - left), np.abs(p_ - prev), np.abs(p_ - up_left)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, up_left))
+        pred = [0, left, prev, (left + prev) // 2, paeth][kind]
+        rows += bytes([kind]) + bytes(((row - pred) % 256).astype(np.uint8))
+        prev = row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    png = tmp_path / "t.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 5, 8, 2, 0, 0, 0))
+                    + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    assert np.array_equal(read_png(png), pixels)
+
+
+def test_the_report_renders_to_a_screenshot_with_figures_on_it(browser: str, page: str, tmp_path: Path) -> None:
+    """A screenshot of the report's top (summary, model card, training curves, first figures)
+    is not blank: dark text on white, and the figures' colours (saturated pixels) drawn."""
+    file, shot = tmp_path / "report.html", tmp_path / "shot.png"
+    file.write_text(page)
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--proxy-server=127.0.0.1:9",
+         "--virtual-time-budget=20000", f"--screenshot={shot}", "--window-size=900,2600", file.as_uri()],
+        capture_output=True, timeout=180, check=True,
+    )
+    pixels = read_png(shot).astype(np.int64)
+    assert pixels.shape[:2] == (2600, 900)
+    grey = pixels.mean(-1)
+    assert grey.std() > 10  # not one flat colour
+    assert (grey < 100).mean() > 0.002  # text
+    saturated = pixels.max(-1) - pixels.min(-1) > 80
+    assert saturated.sum() > 2000  # coloured curves and heatmaps: the figures were drawn
+
+
+def test_ci_installs_chromium_before_the_readmes_set_up_and_test_commands() -> None:
+    root = Path(__file__).resolve().parents[1]
+    script = (root / ".ci" / "run").read_text().splitlines()
+    readme = (root / "README.md").read_text()
+    setup, test = 'pip install -c constraints.txt -e ".[dev,ray]"', "pytest"
+    assert f"{setup}   # set up" in readme and f"\n{test}  " in readme  # the README's commands, as CI runs them
+    assert script[-2:] == [setup, test]
+    install = next(i for i, line in enumerate(script) if "apt-get install" in line and "chromium" in line)
+    assert install < script.index(setup)
+    assert any(line.startswith('export CI="${CI:-true}"') for line in script)  # so the browser tests cannot skip

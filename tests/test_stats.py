@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from circuits import HookedCLIP, RunConfig, World
-from conftest import clip_for
+from conftest import clip_for, tiny_run_config
 from circuits.ablate import Ablation, ablated
 from circuits.stats import head_bias, term_gradient, term_spread
 
@@ -126,3 +126,13 @@ def test_past_layer_0_the_relational_split_is_left_out_with_the_reason(make_tiny
     deep = head_bias(model, world.probe(), layer=1)
     assert deep.relational_first == [None, None] and "source H" in deep.relational_note
     assert head_bias(model, world.probe(), layer=0).relational_first[0] is not None
+
+
+def test_head_bias_labels_name_each_field_in_the_probes_words() -> None:
+    model, world = clip_for(tiny_run_config())
+    bias = head_bias(model, world.probe())
+    labels = bias.labels()
+    assert list(labels) == [k for k in bias.rows()[0] if k != "head"]  # every field of a row, in order
+    assert labels["first"] == "left" and labels["argmax_second"] == "max right" and labels["relational_first"] == "rel→left"
+    text = head_bias(model, world.probe("unseen_pair", "text")).labels()
+    assert text["first"] == "subject" and text["relational_second"] == "rel→object" and text["label_specific"] == "label"

@@ -4,6 +4,7 @@ must be faithful whatever the weights)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -143,9 +144,6 @@ def test_term_grid_shows_every_decomposition_term_per_head_centred_at_zero(model
             trace = fig.data[j * N_HEADS + h]
             assert trace.name == f"{t}, H{h}"
             assert_close(z(trace), d.terms[t][0, h])
-            assert trace.zmid == 0 and trace.colorscale[0][1] == go.Heatmap(colorscale="RdBu_r").colorscale[0][1]
-            limit = np.abs(z(trace)).max() or 1.0  # an all-zero term (zero-initialised biases) gets +-1
-            assert trace.zmax == pytest.approx(-trace.zmin) and trace.zmax == pytest.approx(limit, rel=1e-5)
     assert fig.data[0].x[0] == fig.data[0].y[0] == "CLS"
     assert subplot_titles(fig)[: len(terms)] == terms
     # the CLS row is outlined in every panel
@@ -154,6 +152,34 @@ def test_term_grid_shows_every_decomposition_term_per_head_centred_at_zero(model
     assert all((s.y0, s.y1) == (-0.5, 0.5) and (s.x0, s.x1) == (-0.5, world.n_ctx_vision - 0.5) for s in rects)
     assert {(s.xref, s.yref) for s in rects} == {(tr.xaxis, tr.yaxis) for tr in fig.data}
     assert "CLS row" in fig.layout.title.text and "Fig. 5a" in fig.layout.title.text
+
+
+def test_term_grid_puts_every_panel_on_one_colour_scale_with_a_colour_bar(model: HookedCLIP, image: torch.Tensor, world: World) -> None:
+    fig = viz.term_grid(model, world, image)
+    d = decompose(model, image[None])
+    largest = max(float(v.abs().max()) for v in d.terms.values())
+    assert {tr.coloraxis for tr in fig.data} == {"coloraxis"}  # no panel has a range of its own
+    axis = fig.layout.coloraxis
+    assert axis.cmid == 0 and axis.cmax == pytest.approx(largest, rel=1e-5) and axis.cmin == pytest.approx(-largest, rel=1e-5)
+    assert axis.colorscale[0][1] == go.Heatmap(colorscale="RdBu_r").colorscale[0][1]
+    assert axis.showscale is not False and "logit" in axis.colorbar.title.text
+    corners = [a.text for a in fig.layout.annotations if a.text.startswith("max |x|")]
+    assert len(corners) == len(fig.data)
+    assert corners[0] == f"max |x| {float(d.terms['EE'][0, 0].abs().max()):.2g}"
+    assert "one colour scale for all panels" in fig.layout.title.text
+
+
+def test_term_grid_per_panel_scales_are_marked_as_such(model: HookedCLIP, image: torch.Tensor, world: World) -> None:
+    fig = viz.term_grid(model, world, image, terms=["EE", "PB"], scale="panel")
+    for trace in fig.data:
+        limit = np.abs(z(trace)).max() or 1.0  # an all-zero term (zero-initialised biases) gets +-1
+        assert trace.zmid == 0 and trace.showscale is False
+        assert trace.zmax == pytest.approx(-trace.zmin) and trace.zmax == pytest.approx(limit, rel=1e-5)
+    assert all(a.text.startswith("own scale ±") for a in fig.layout.annotations if "±" in a.text)
+    assert sum("own scale" in a.text for a in fig.layout.annotations) == len(fig.data)
+    assert "each panel on its own colour scale" in fig.layout.title.text
+    with pytest.raises(CircuitsError, match="scale must be"):
+        viz.term_grid(model, world, image, scale="auto")
 
 
 def test_term_grid_sums_terms_and_the_terms_add_up_to_the_scores(model: HookedCLIP, image: torch.Tensor, world: World) -> None:
@@ -174,7 +200,7 @@ def test_term_grid_of_the_text_encoder_blanks_masked_keys_and_marks_the_eot_row(
 
 
 def test_term_profiles_are_the_cls_row_of_each_term(model: HookedCLIP, image: torch.Tensor, world: World) -> None:
-    fig = viz.term_profiles(model, world, image)
+    fig = viz.term_profiles(model, world, image, terms=("EE", "EP", "PE", "PP"))
     row = pooled_row_terms(model, image[None])
     assert [tr.name for tr in fig.data] == [t for t in ("EE", "EP", "PE", "PP") for _ in range(N_HEADS)]
     for j, t in enumerate(("EE", "EP", "PE", "PP")):
@@ -184,6 +210,56 @@ def test_term_profiles_are_the_cls_row_of_each_term(model: HookedCLIP, image: to
             assert trace.xaxis == ("x" if h == 0 else f"x{h + 1}")
     assert fig.data[0].x[0] == "CLS"
     assert "CLS" in fig.layout.yaxis.title.text and "Fig. 5b" in fig.layout.title.text
+
+
+def test_term_profiles_draw_every_term_that_varies_along_the_row_and_say_which_are_left_out(
+    model: HookedCLIP, image: torch.Tensor, world: World
+) -> None:
+    fig = viz.term_profiles(model, world, image)
+    drawn = list(dict.fromkeys(tr.name for tr in fig.data))
+    assert drawn == ["EE", "EP", "PE", "PP", "BE", "BP"]  # BP included
+    assert "not drawn: EB, PB, BB (key source B, the same at every key)" in fig.layout.title.text
+    assert sum(tr.showlegend for tr in fig.data) == len(drawn)  # one legend entry per term
+
+
+def test_term_profiles_draw_each_term_distinguishably(model: HookedCLIP, image: torch.Tensor, world: World) -> None:
+    fig = viz.term_profiles(model, world, image)
+    first = [tr for tr in fig.data if tr.xaxis == "x"]
+    styles = {(tr.line.color, tr.line.dash, tr.marker.symbol) for tr in first}
+    assert len(styles) == len(first)
+    assert len({tr.line.dash for tr in first}) == len(first) and len({tr.marker.symbol for tr in first}) == len(first)
+    widths = [tr.line.width for tr in first]
+    assert widths == sorted(widths, reverse=True) and widths[0] > widths[-1]  # a lower line shows at the edges
+
+
+def test_coinciding_terms_are_named_with_their_largest_difference() -> None:
+    flat = np.zeros((2, 5))
+    ramp = np.tile(np.linspace(-10, 10, 5), (2, 1))
+    values = {"EP": ramp, "PP": ramp + 0.1, "EE": flat - 3.0, "PE": flat + 3.0}
+    assert viz.coinciding_terms(values) == [("EP", "PP", pytest.approx(0.1))]
+    assert viz.coinciding_terms(values, tol=0.001) == []
+    note = viz._coincidence_note(values, cls_query=True)
+    assert note.startswith("lines on top of each other: EP ≈ PP (largest difference 0.1)")
+    assert "E[CLS] and P[0] always meet at the CLS query" in note
+    assert "E[CLS]" not in viz._coincidence_note(values, cls_query=False)
+    assert viz._coincidence_note({"EP": ramp, "PP": -ramp}, cls_query=True) == ""
+
+
+def test_term_profiles_say_when_lines_lie_on_top_of_each_other(model: HookedCLIP, image: torch.Tensor, world: World) -> None:
+    """Force E[CLS] = P[0]: then EE = PE and EP = PP exactly on the CLS row, and the figure says so."""
+    tokens = image[None]
+    with torch.no_grad():
+        cls = int(tokens[0, 0])
+        saved = model.vision.embed.W_E[cls].clone()
+        model.vision.embed.W_E[cls] = model.vision.pos_embed.W_pos[0]
+        try:
+            fig = viz.term_profiles(model, world, image)
+        finally:
+            model.vision.embed.W_E[cls] = saved
+    assert "EE ≈ PE" in fig.layout.title.text and "EP ≈ PP" in fig.layout.title.text
+    assert "E[CLS] and P[0] always meet at the CLS query" in fig.layout.title.text
+    untrained = viz.term_profiles(model, world, image).layout.title.text  # E[CLS] != P[0]: distinct
+    assert "EE ≈ PE" not in untrained and "E[CLS]" not in untrained
 
 
 # ----------------------------------------------------------------------------- head statistics (Fig. 4c, 5d, 13)
@@ -196,16 +272,21 @@ def test_bias_bars_are_the_head_bias_fractions(model: HookedCLIP, world: World) 
     assert "left" in fig.data[0].name and "right" in fig.data[1].name
     assert "Fig. 4c" in fig.layout.title.text and fig.layout.xaxis.title.text == "head"
     argmax = viz.bias_bars(bias, argmax=True)
+    assert argmax.layout.title.text != fig.layout.title.text  # two figures, two titles
     for trace, want in zip(argmax.data, (bias.argmax_first, bias.argmax_second, bias.argmax_other)):
         assert_close(trace.y, want)
     assert_close(np.sum([tr.y for tr in argmax.data], axis=0), [1.0] * N_HEADS)
 
 
-def test_bias_bars_of_the_text_encoder_speak_of_mentioned_words(model: HookedCLIP, world: World) -> None:
+def test_bias_bars_use_the_probes_names_of_the_objects(model: HookedCLIP, world: World) -> None:
     bias = head_bias(model, world.probe("unseen_pair", "text"))
+    assert bias.names == ("subject", "object")  # what `lenscli bias --encoder text` prints
     fig = viz.bias_bars(bias)
     assert_close(fig.data[0].y, bias.first)
-    assert "first-mentioned" in fig.data[0].name
+    assert fig.data[0].name == "more attention on the subject" and fig.data[1].name == "more attention on the object"
+    assert fig.layout.title.text.startswith("Subject/object attention bias") and "Fig. 6b" in fig.layout.title.text
+    renamed = viz.relational_bars(dataclasses.replace(bias, names=("west", "east")))
+    assert [tr.name for tr in renamed.data[:2]] == ["relational, toward the west", "relational, toward the east"]
 
 
 def test_relational_bars_stack_relational_and_label_specific_shares(model: HookedCLIP, world: World) -> None:
@@ -237,8 +318,14 @@ def test_term_gradient_figure_plots_the_profiles_with_monotonicity_and_slope(mod
             trace = fig.data[j * N_HEADS + h]
             assert_close(trace.y, g.profile[h])
             assert list(trace.x) == list(range(world.cfg.width))
-            assert f"ρ={g.monotonicity[h]:+.2f}" in trace.name and f"slope={g.slope[h]:+.3f}" in trace.name
-            assert trace.name.startswith(f"{term}, H{h}")
+            assert f"ρ={g.monotonicity[h]:+.2f}" in trace.hovertemplate
+            assert f"slope={g.slope[h]:+.3f}" in trace.hovertemplate
+            assert trace.name == term and trace.hovertemplate.startswith(f"{term} H{h}:")
+    assert [tr.name for tr in fig.data if tr.showlegend] == ["EP", "PP"]  # one legend entry per term
+    rows = viz.gradient_rows(grads)
+    assert [r["term"] for r in rows] == ["EP", "PP"] and set(rows[0]) == {"term", "H0", "H1", "H2", "H3"}
+    g = grads["PP"]
+    assert rows[1]["H2"] == f"ρ {g.monotonicity[2]:+.2f}, slope {g.slope[2]:+.3f}"
     assert "CLS" in fig.layout.yaxis.title.text and "pixel column" in fig.layout.xaxis.title.text
 
 
@@ -332,6 +419,9 @@ def test_text_attention_is_the_eot_row_mean_and_std_over_the_captions(model: Hoo
         assert_close(fig.data[h].y, eot[:, h].mean(0))
         assert_close(fig.data[h].error_y.array, eot[:, h].std(0, correction=0))
     assert list(fig.data[0].x) == ["0: X", "1: is on the left of", "2: Y", "3: [EOT]"]
+    # long words are wrapped, never cut: the tick texts hold every word of the labels
+    ticks = list(fig.layout.xaxis.ticktext)
+    assert ticks[1] == "1: is on the<br>left of" and [t.replace("<br>", " ") for t in ticks] == list(fig.data[0].x)
     assert subplot_titles(fig) == ["H0", "H1", "H2", "H3"]
     assert "EOT" in fig.layout.yaxis.title.text and "Fig. 6" in fig.layout.title.text
 
