@@ -88,3 +88,33 @@ def test_evaluate_ablation_reports_both_tables_and_restores_the_model() -> None:
     assert set(out["ablated"]) == set(out["baseline"]) >= {"single_object", "seen_pair", "unseen_pair", "label_set"}
     assert out["ablation"]["terms"] == ["EP", "PP", "BP"]
     assert model.vision.decompose is False and not any(hp._forward_hooks for hp in model.vision.hook_dict.values())
+
+
+class _WithReadout(torch.nn.Module):
+    """A user's model: one bare encoder and a linear readout (no CLIP pair, no `encoders`)."""
+
+    def __init__(self, enc):
+        super().__init__()
+        self.encoder, self.readout = enc, torch.nn.Linear(enc.cfg.d_model, 2)
+
+    def forward(self, tokens, pooled_only=False):
+        return self.readout(self.encoder(tokens, pooled_only=pooled_only))
+
+
+def test_ablated_finds_the_one_encoder_inside_a_users_model() -> None:
+    model, world = clip_for(RunConfig().with_overrides({"model.vision.d_model": 16, "model.vision.d_head": 4}))
+    user = _WithReadout(model.vision)
+    images = world["unseen_pair"].images[:5]
+    with ablated(user, Ablation(terms=("EP",))):
+        inside = user(images)
+    with ablated(model.vision, Ablation(terms=("EP",))):
+        expected = user.readout(model.vision(images))
+    torch.testing.assert_close(inside, expected)
+    assert (inside - user(images)).abs().max() > 1e-4
+
+
+def test_a_module_with_two_encoders_and_no_names_is_refused() -> None:
+    model, _ = clip_for(RunConfig().with_overrides({"model.vision.d_model": 16, "model.vision.d_head": 4}))
+    both = torch.nn.ModuleList([model.vision, model.text])
+    with pytest.raises(CircuitsError, match="holds 2 HookedEncoders"):
+        ablation_hooks(both, Ablation(terms=("EP",)))
