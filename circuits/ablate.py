@@ -44,6 +44,17 @@ class Ablation:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+#: The ablation conditions of the paper's Fig. 5e (vision encoder, every layer and head), by name;
+#: the report's ablation table and the reproduction scripts use this one table.
+PAPER_ABLATIONS: dict[str, Ablation] = {
+    "EP": Ablation(terms=("EP",)),
+    "PP": Ablation(terms=("PP",)),
+    "BP": Ablation(terms=("BP",)),
+    "EP+PP": Ablation(terms=("EP", "PP")),
+    "EP+PP+BP": Ablation(terms=("EP", "PP", "BP")),
+}
+
+
 def _zero(head_dim: int, heads: tuple[int, ...] | None) -> Callable:
     def hook(x: Tensor, hook) -> Tensor:
         if heads is None:
