@@ -8,25 +8,26 @@ the values (App. I). Use it as hooks for ``run_with_hooks``, as a context manage
 
     abl = Ablation(terms=("EP", "PP", "BP"))
     with ablated(model, abl):
-        circuits.evaluate(model)
+        circuits.evaluate(model, task)
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from circuits.decompose import check_layer, get_encoder, parse_terms
 from circuits.errors import CircuitsError
 from circuits.evaluate import evaluate
-from circuits.models import HookedCLIP, HookedEncoder
+from circuits.models import HookedEncoder
 from circuits.tasks import Task
 
 Hook = tuple[str, Callable]
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,17 @@ class Ablation:
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+#: The ablation conditions of the paper's Fig. 5e (vision encoder, every layer and head), by name;
+#: the report's ablation table and the reproduction scripts use this one table.
+PAPER_ABLATIONS: dict[str, Ablation] = {
+    "EP": Ablation(terms=("EP",)),
+    "PP": Ablation(terms=("PP",)),
+    "BP": Ablation(terms=("BP",)),
+    "EP+PP": Ablation(terms=("EP", "PP")),
+    "EP+PP+BP": Ablation(terms=("EP", "PP", "BP")),
+}
 
 
 def _zero(head_dim: int, heads: tuple[int, ...] | None) -> Callable:
@@ -72,14 +84,16 @@ def encoder_hooks(enc: HookedEncoder, ablation: Ablation) -> list[Hook]:
     return hooks
 
 
-def ablation_hooks(model: HookedCLIP, ablation: Ablation) -> dict[str, list[Hook]]:
-    """Hooks per encoder name; pass them to ``model.<encoder>.run_with_hooks(..., decompose=True)``."""
+def ablation_hooks(model: nn.Module, ablation: Ablation) -> dict[str, list[Hook]]:
+    """Hooks per encoder name; pass them to ``model.<encoder>.run_with_hooks(..., decompose=True)``.
+    ``model``: a CLIP pair, a bare encoder or a module holding one (see `get_encoder`)."""
     return {name: encoder_hooks(get_encoder(model, name), ablation) for name in ablation.encoders}
 
 
 @contextmanager
-def ablated(model: HookedCLIP, ablation: Ablation) -> Iterator[HookedCLIP]:
-    """Within this block the chosen encoders run decomposed, with the ablation hooks attached."""
+def ablated(model: M, ablation: Ablation) -> Iterator[M]:
+    """Within this block the chosen encoders run decomposed, with the ablation hooks attached
+    (``model``: a CLIP pair, a bare encoder, or any module holding one, e.g. with a readout head)."""
     hooks = ablation_hooks(model, ablation)
     with ExitStack() as stack:
         for name, enc_hooks in hooks.items():
@@ -90,7 +104,7 @@ def ablated(model: HookedCLIP, ablation: Ablation) -> Iterator[HookedCLIP]:
 
 
 def evaluate_ablation(
-    model: HookedCLIP | HookedEncoder, task: Task, ablation: Ablation, splits: tuple[str, ...] | None = None
+    model: nn.Module, task: Task, ablation: Ablation, splits: tuple[str, ...] | None = None
 ) -> dict[str, dict]:
     """``{"baseline": metrics, "ablated": metrics, "ablation": spec}`` with the task's metric keys
     (``splits``: which splits to evaluate, default the task's generalization splits)."""

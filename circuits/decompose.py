@@ -19,22 +19,30 @@ from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
-from torch import Tensor
+from torch import Tensor, nn
 
 from circuits.errors import CircuitsError
 from circuits.models import HookedCLIP, HookedEncoder
 from circuits.models.terms import parse_expression
 
-ENCODERS = ("vision", "text")
-
-
-def get_encoder(model: HookedCLIP | HookedEncoder, encoder: str = "vision") -> HookedEncoder:
-    """The named encoder of a CLIP pair (or the encoder itself)."""
+def get_encoder(model: nn.Module, encoder: str = "vision") -> HookedEncoder:
+    """The encoder an analysis runs on: the named one of a CLIP pair (any module with an
+    ``encoders`` mapping), or the one `HookedEncoder` of a bare encoder or of a module that
+    holds exactly one (an encoder with a readout head, say; ``encoder`` is then not used)."""
     if isinstance(model, HookedEncoder):
         return model
-    if encoder not in ENCODERS:
-        raise CircuitsError(f"unknown encoder {encoder!r}; encoders are {', '.join(ENCODERS)}")
-    return model.encoders[encoder]
+    encoders = getattr(model, "encoders", None)
+    if encoders is not None:
+        if encoder not in encoders:
+            raise CircuitsError(f"unknown encoder {encoder!r}; encoders are {', '.join(encoders)}")
+        return encoders[encoder]
+    found = [m for m in model.modules() if isinstance(m, HookedEncoder)]
+    if len(found) != 1:
+        raise CircuitsError(
+            f"{type(model).__name__} holds {len(found)} HookedEncoders; analyses need a bare encoder, a CLIP pair "
+            "or a module with exactly one (or an `encoders` mapping of name to encoder)"
+        )
+    return found[0]
 
 
 def check_layer(enc: HookedEncoder, layer: int) -> int:

@@ -35,7 +35,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuits import viz
-from circuits.ablate import Ablation, ablated
+from circuits.ablate import PAPER_ABLATIONS, Ablation, ablated
 from circuits.errors import CircuitsError
 from circuits.evaluate import evaluate
 from circuits.checkpoint import Run
@@ -46,14 +46,6 @@ from circuits.stats import Gradient, HeadBias, head_bias
 
 PathLike = str | os.PathLike[str]
 
-#: The ablation conditions of the report (Fig. 5e), vision encoder, every layer and head.
-ABLATIONS: dict[str, Ablation] = {
-    "EP": Ablation(terms=("EP",)),
-    "PP": Ablation(terms=("PP",)),
-    "BP": Ablation(terms=("BP",)),
-    "EP+PP": Ablation(terms=("EP", "PP")),
-    "EP+PP+BP": Ablation(terms=("EP", "PP", "BP")),
-}
 #: Splits evaluated under each ablation: unseen-pair accuracy and label-set recognition (Fig. 5e, 16).
 ABLATION_SPLITS: tuple[str, ...] = ("unseen_pair",)
 
@@ -84,9 +76,10 @@ class ReportError(CircuitsError):
 def applicable_ablations(
     model: HookedCLIP, ablations: dict[str, Ablation] | None = None
 ) -> tuple[dict[str, Ablation], list[str]]:
-    """The ablations (default `ABLATIONS`) whose terms every vision layer has, and the names of
-    the others (e.g. BP without Q/K biases, EP with rotary or no positional embedding)."""
-    ablations = ABLATIONS if ablations is None else ablations
+    """The ablations (default `circuits.ablate.PAPER_ABLATIONS`) whose terms every vision layer
+    has, and the names of the others (e.g. BP without Q/K biases, EP with rotary or no
+    positional embedding)."""
+    ablations = PAPER_ABLATIONS if ablations is None else ablations
     out, skipped = {}, []
     for name, abl in ablations.items():
         ok = all(
@@ -146,7 +139,7 @@ def headline(
     * ``"head_bias"``: the vision `HeadBias` on ``split`` as a dict (``HeadBias(**d)`` rebuilds
       it), ``"head_bias_rows"``: `HeadBias.rows` (one dict per head; Fig. 4c, 5d);
     * ``"ablation"``: condition -> metrics on ``ablation_splits``, ``"baseline"`` first, then each
-      of ``ablations`` (default `ABLATIONS`: EP, PP, BP, EP+PP, EP+PP+BP on the vision encoder,
+      of ``ablations`` (default `circuits.ablate.PAPER_ABLATIONS`: EP, PP, BP, EP+PP, EP+PP+BP on the vision encoder,
       Fig. 5e) that the model has the terms for; ``"ablation_specs"`` the `Ablation`\\ s as dicts,
       ``"ablation_skipped"`` the names left out. The ablated numbers are what
       `circuits.ablate.evaluate_ablation` gives, restricted to ``ablation_splits``.

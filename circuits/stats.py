@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
-from torch import Tensor
+from torch import Tensor, nn
 
 from circuits.decompose import PooledRow, check_layer, decompose, get_encoder, pooled_row
 from circuits.errors import CircuitsError
@@ -42,7 +42,7 @@ from circuits.models import HookedCLIP, HookedEncoder
 from circuits.models.terms import E, H, P, join_expression, key_source, parse_expression, term_name
 from circuits.tasks import Probe
 
-Model = HookedCLIP | HookedEncoder
+Model = HookedCLIP | HookedEncoder | nn.Module  # a pair, an encoder or a module holding one (`get_encoder`)
 
 
 def _at(row: Float[Tensor, "n head k"], pos: Int[Tensor, " n"]) -> Float[Tensor, "n head"]:

@@ -31,3 +31,14 @@ def test_evaluate_restores_the_training_mode(tiny_cfg):
     evaluate(model, world, ("train_single",))
     assert model.training
     assert not torch.is_grad_enabled() or all(p.grad is None for p in model.parameters())
+
+
+def test_circuits_evaluate_is_the_function_after_the_module_was_imported(tiny_cfg):
+    """``from circuits.evaluate import ...`` (done by circuits.ablate and others) makes the
+    package attribute the module; calling it still evaluates."""
+    import circuits
+    import circuits.evaluate as module
+
+    model, world = clip_for(tiny_cfg)
+    assert circuits.evaluate(model, world, ("train_single",)) == evaluate(model, world, ("train_single",))
+    assert module(model, world, ("train_single",)) == evaluate(model, world, ("train_single",))

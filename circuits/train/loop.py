@@ -166,7 +166,7 @@ def train(
     history = fit(
         model, ClipObjective(pooled_only), batches(data, tc.batch_size, seed=tc.seed), make_optimizer(model, tc), tc.steps,
         evaluate=lambda m: {"scale": m.scale.item(), **evaluate(m, world, world.split_names)}, eval_every=tc.eval_every,
-        log=on_eval, metrics_path=metrics_path, progress=progress, show=("single_object", "seen_pair", "unseen_pair"),
+        log=on_eval, metrics_path=metrics_path, progress=progress, show=world.eval_splits,
     )
     model.eval()
     return Run(cfg, model, world, history, seconds=time.perf_counter() - start)

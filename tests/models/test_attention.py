@@ -110,10 +110,9 @@ def test_residual_stream_adds_up(cached):
 
 
 @pytest.mark.parametrize("side", SIDES)
-def test_decomposed_score_terms_sum_to_the_scores(rand_model, rand_world, side):
+def test_decomposed_terms_are_every_query_source_times_every_key_source(rand_model, side):
+    """(That they add up to the scores and values: tests/test_decompose.py.)"""
     enc = rand_model.encoders[side]
-    tokens = tokens_for(rand_world, side, n=4)
-    _, cache = enc.run_with_cache(tokens, decompose=True)
     for layer in range(enc.cfg.n_layers):
         terms = enc.term_names(layer)
         sources = enc.value_sources(layer)
@@ -123,13 +122,6 @@ def test_decomposed_score_terms_sum_to_the_scores(rand_model, rand_world, side):
         assert ("H" in sources) == (layer > 0)
         assert ("N" in sources) == (enc.cfg.normalization == "pre")
         assert ("B" in sources) == enc.cfg.qkv_bias
-        a = f"blocks.{layer}.attn."
-        total = sum(cache[a + f"hook_score_{t}"] for t in terms)
-        scores = cache[a + "hook_attn_scores"]
-        finite = torch.isfinite(scores)
-        torch.testing.assert_close(total[finite], scores[finite], rtol=1e-4, atol=1e-5)
-        v = sum(cache[a + f"hook_v_{s}"] for s in sources)
-        torch.testing.assert_close(v, cache[a + "hook_v"], rtol=1e-5, atol=1e-5)
 
 
 def test_zeroing_a_score_term_removes_exactly_that_term():

@@ -55,8 +55,9 @@ def test_scale_is_capped_at_logit_scale_max():
     assert float(low.scale) == pytest.approx(3.0, rel=1e-6)
 
 
-def test_initialisation_is_determined_by_train_seed(rand_run_cfg):
-    (a, _), (b, _) = clip_for(rand_run_cfg), clip_for(rand_run_cfg)
+def test_initialisation_is_determined_by_train_seed_alone(rand_run_cfg):
+    """Same train.seed (whatever the world's seed): same weights; another train.seed: others."""
+    (a, _), (b, _) = clip_for(rand_run_cfg), clip_for(rand_run_cfg.with_overrides({"world.seed": rand_run_cfg.world.seed + 1}))
     other, _ = clip_for(rand_run_cfg.with_overrides({"train.seed": rand_run_cfg.train.seed + 100}))
     sa, sb, so = a.state_dict(), b.state_dict(), other.state_dict()
     assert sa.keys() == sb.keys() == so.keys()

@@ -51,19 +51,6 @@ def test_training_changes_the_weights_and_lowers_the_loss(trained_pair):
     assert a.history[-1]["loss"] < first_loss
 
 
-def test_a_different_train_seed_gives_different_weights(trained_pair):
-    cfg, a, _ = trained_pair
-    other = train(cfg.with_overrides({"train.seed": 1}), progress=False)
-    assert not same_weights(state(a.model), state(other.model))
-    assert not torch.equal(a.model.vision.embed.W_E, other.model.vision.embed.W_E)
-
-
-def test_the_world_seed_does_not_change_the_initialisation(trained_pair):
-    cfg, _, _ = trained_pair
-    (a, _), (b, _) = clip_for(cfg), clip_for(cfg.with_overrides({"world.seed": 3}))
-    assert same_weights(state(a), state(b))
-
-
 def test_minibatch_training_runs_is_deterministic_and_differs_from_full_batch(trained_pair):
     cfg, full, _ = trained_pair
     mini_cfg = cfg.with_overrides({"train.batch_size": 64})
@@ -185,16 +172,20 @@ def test_logit_scale_never_exceeds_logit_scale_max(tiny_cfg):
 
 
 # ------------------------------------------------------------------------------- end to end
+#: The default config's accuracies at its last step, measured on CPU with torch 2.13.0: train it
+#: (``lenscli train --out DIR``, train.device=cpu), then ``lenscli eval --ckpt DIR --json``.
+#: CPU/torch-2.13 specific: another torch build or a GPU may differ in the last digits.
+DEFAULT_ACCURACIES = {"single_object": 1.000, "seen_pair": 1.000, "unseen_pair": 0.974, "label_set": 1.000}
+
+
 @pytest.mark.slow
-def test_default_recipe_generalises_to_unseen_pairs(default_checkpoint):
-    """The paper's default setting (Sec. 2-3): single-object and seen-pair generalisation are
-    near perfect and most unseen label pairs are told apart left from right."""
+def test_default_recipe_reproduces_its_recorded_accuracies(default_checkpoint):
+    """The paper's default setting (Sec. 2-3), seed 0: a numeric regression to 3 decimals."""
     from circuits.checkpoint import load, read_metrics
 
+    run = load(default_checkpoint)
+    accuracies = evaluate(run.model, run.task)
+    assert accuracies == pytest.approx(DEFAULT_ACCURACIES, abs=5e-4)
     final = read_metrics(default_checkpoint)[-1]
     assert final["step"] == RunConfig().train.steps
-    assert final["single_object"] >= 0.97, final
-    assert final["seen_pair"] >= 0.97, final
-    assert final["unseen_pair"] >= 0.8, final
-    run = load(default_checkpoint)
-    assert evaluate(run.model, run.task)["unseen_pair"] == pytest.approx(final["unseen_pair"])
+    assert final["unseen_pair"] == pytest.approx(accuracies["unseen_pair"])
