@@ -3,7 +3,7 @@
 Loads ``--ckpt`` or trains the default model (``RunConfig()``, fast path, ``--steps``), then
 times each call ``--repeat`` times and prints the best and median seconds:
 
-* ``evaluate``            `circuits.evaluate.evaluate(model)` (pooled-only fast forward, 3 eval splits)
+* ``evaluate``            `circuits.evaluation.evaluate(model)` (pooled-only fast forward, 3 eval splits)
 * ``evaluate (full)``     the same with ``pooled_only=False`` (full hooked forward)
 * ``decompose``           `circuits.decompose.decompose` on the 900 unseen-pair images (all 16 score
                           terms + value sources cached)

@@ -35,8 +35,8 @@ _EXPORTS = {
     "CheckpointError": "circuits.errors",
     "CircuitsError": "circuits.errors",
     "ConfigError": "circuits.errors",
-    "evaluate": "circuits.evaluate",
-    "similarity_matrix": "circuits.evaluate",
+    "evaluate": "circuits.evaluation",
+    "similarity_matrix": "circuits.evaluation",
     "HookedCLIP": "circuits.models",
     "HookedEncoder": "circuits.models",
     "set_threads": "circuits.runtime",
@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at runtime the names come from 
     from circuits.config import EncoderConfig, ModelConfig, RunConfig, TrainConfig, WorldConfig
     from circuits.data import Split, World
     from circuits.errors import CheckpointError, CircuitsError, ConfigError
-    from circuits.evaluate import evaluate, similarity_matrix
+    from circuits.evaluation import evaluate, similarity_matrix
     from circuits.models import HookedCLIP, HookedEncoder
     from circuits.runtime import set_threads
     from circuits.tasks import Probe, Task

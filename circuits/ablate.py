@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from circuits.decompose import check_layer, get_encoder, parse_terms
 from circuits.errors import CircuitsError
-from circuits.evaluate import evaluate
+from circuits.evaluation import evaluate
 from circuits.models import HookedEncoder
 from circuits.tasks import Task
 

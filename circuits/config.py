@@ -230,7 +230,7 @@ def n_position_pairs(w: WorldConfig) -> int:
 
 
 # ------------------------------------------------------------------ what a config will cost
-EVAL_CHUNK = 4096  # images per forward pass in evaluation (circuits.evaluate.CHUNK)
+EVAL_CHUNK = 4096  # images per forward pass in evaluation (circuits.evaluation.CHUNK)
 MAX_STEPS = 10_000_000  # far beyond anything useful: the default model learns in 1,500
 MAX_IMAGES = 5_000_000  # images in all splits; the world is built in Python, ~ minutes per million
 # Training cost model, calibrated on the default config (``benchmarks/bench_threads.py``: 200

@@ -37,7 +37,7 @@ from torch import Tensor
 from circuits import viz
 from circuits.ablate import PAPER_ABLATIONS, Ablation, ablated
 from circuits.errors import CircuitsError
-from circuits.evaluate import evaluate
+from circuits.evaluation import evaluate
 from circuits.checkpoint import Run
 from circuits.data import World
 from circuits.models import HookedCLIP
@@ -133,7 +133,7 @@ def headline(
 ) -> dict[str, Any]:
     """The numbers the report's summary shows, JSON-serialisable (``json.dumps`` works):
 
-    * ``"accuracies"``: `circuits.evaluate.evaluate` (single_object, seen_pair, unseen_pair,
+    * ``"accuracies"``: `circuits.evaluation.evaluate` (single_object, seen_pair, unseen_pair,
       label_set; top1 / top2 for bidirectional captions);
     * ``"world"``: `World.summary` (split sizes and caption count); ``"config"``; ``"n_parameters"``;
     * ``"head_bias"``: the vision `HeadBias` on ``split`` as a dict (``HeadBias(**d)`` rebuilds

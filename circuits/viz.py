@@ -1,7 +1,7 @@
 """Plotly figures of the paper's analyses, one function per figure kind.
 
 Every function computes with the library (`circuits.decompose`, `circuits.stats`,
-`circuits.evaluate`) or takes an analysis result, and returns a titled ``go.Figure`` whose
+`circuits.evaluation`) or takes an analysis result, and returns a titled ``go.Figure`` whose
 axes name what they show: key / query positions as ``"CLS"``, ``"3:17"`` (pixel index : pixel
 value) or caption words, heads as ``"H0"``, ``"H1"``, ... Signed quantities use a diverging colour
 scale (``"RdBu_r"``) centred at zero (``zmid=0``); attention probabilities a sequential one on [0, 1].
@@ -489,7 +489,7 @@ def ablation_bars(
 def similarity_heatmap(model: HookedCLIP, world: World, split: str = "unseen_pair", max_images: int = 200) -> go.Figure:
     """Cosine similarity of images of ``split`` (at most ``max_images``, evenly spaced) with the
     captions true of some image of the split, in caption order (Fig. 3 right)."""
-    from circuits.evaluate import similarity_matrix
+    from circuits.evaluation import similarity_matrix
 
     data = world[split]
     index = torch.linspace(0, len(data) - 1, min(max_images, len(data))).round().long().unique()

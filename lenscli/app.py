@@ -66,7 +66,7 @@ def train(
 ) -> None:
     """Train a model (defaults, or --config, then --set overrides) and save it as a checkpoint."""
     cfg = training_config(config, overrides, threads)  # every check before torch is imported
-    from circuits.evaluate import evaluate
+    from circuits.evaluation import evaluate
     from circuits.runtime import set_threads
     from circuits.train import train_to_directory
 
@@ -88,7 +88,7 @@ def eval_(ckpt: CheckpointOption, as_json: JsonOption = False, threads: ThreadsO
     require_checkpoint(ckpt)
     use_threads(threads)
     from circuits.checkpoint import load
-    from circuits.evaluate import evaluate
+    from circuits.evaluation import evaluate
 
     run = load(ckpt)
     metrics = evaluate(run.model, run.task)

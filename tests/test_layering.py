@@ -16,7 +16,7 @@ LAYERS: dict[str, int] = {
     "circuits.errors": 0, "circuits.config": 0, "circuits.runtime": 0, "circuits.atomic": 0,
     "circuits.tasks": 1, "circuits.data": 1,
     "circuits.models": 2,
-    "circuits.checkpoint": 3, "circuits.evaluate": 3,
+    "circuits.checkpoint": 3, "circuits.evaluation": 3,
     "circuits.train": 4,
     "circuits.decompose": 5, "circuits.ablate": 5, "circuits.stats": 5,
     "circuits.viz": 6, "circuits.report": 6,

@@ -24,7 +24,7 @@ from circuits import report
 from conftest import clip_for
 from circuits.ablate import PAPER_ABLATIONS, Ablation, evaluate_ablation
 from circuits.errors import CircuitsError
-from circuits.evaluate import evaluate
+from circuits.evaluation import evaluate
 from circuits.checkpoint import Run
 from circuits.models import HookedCLIP
 from circuits.stats import head_bias

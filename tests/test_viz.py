@@ -19,7 +19,7 @@ from circuits import viz
 from circuits.ablate import Ablation, evaluate_ablation
 from circuits.decompose import decompose, pooled_row_terms
 from circuits.errors import CircuitsError
-from circuits.evaluate import similarity_matrix
+from circuits.evaluation import similarity_matrix
 from circuits.stats import head_bias, term_gradient, term_spread
 
 N_HEADS = 4

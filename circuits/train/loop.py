@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from circuits.checkpoint import Run, resolve_device
 from circuits.config import RunConfig, TrainConfig
 from circuits.data import World
-from circuits.evaluate import evaluate
+from circuits.evaluation import evaluate
 from circuits.models import HookedCLIP
 from circuits.runtime import training_entry
 from circuits.tasks import build_task

@@ -11,7 +11,7 @@ import torch
 
 from circuits.config import RunConfig
 from conftest import clip_for
-from circuits.evaluate import evaluate
+from circuits.evaluation import evaluate
 from circuits.models import HookedCLIP
 from circuits.train import make_optimizer, train
 

@@ -8,9 +8,6 @@ CLIP worlds the metrics are the retrieval accuracies of Sec. 2.3 (`circuits.data
 
 from __future__ import annotations
 
-import sys
-import types
-
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
@@ -56,15 +53,3 @@ def similarity_matrix(
     images = split.images if isinstance(split, Split) else split
     return task.similarity(model, images, _fast(model, pooled_only))
 
-
-class _CallableModule(types.ModuleType):
-    """``circuits.evaluate`` names both this module and its function: the first import of the
-    module (``from circuits.evaluate import ...``, done by `circuits.ablate` and others) makes
-    the package attribute the module, whatever the lazy package exported before. Calling the
-    module calls `evaluate`, so ``circuits.evaluate(model, task)`` works in any import order."""
-
-    def __call__(self, *args, **kwargs) -> dict[str, float]:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
