@@ -79,11 +79,21 @@ def _head_params(model: HookedCLIP, pruning: Pruning) -> list[torch.nn.Parameter
     return [getattr(attn, name) for name in HEAD_PARAMS]
 
 
-def prune(model: HookedCLIP, pruning: Pruning) -> HookedCLIP:
-    """A copy of ``model`` whose removed heads (layer ``pruning.layer``) have all-zero weights;
-    equal to ``model`` with those heads' ``hook_z`` zeroed (App. P, A14)."""
-    pruning = check_pruning(model, pruning)
-    pruned = copy.deepcopy(model)
+def _copy(source: HookedCLIP | Run) -> HookedCLIP:
+    """A fresh model with the weights of ``source``. A `Run` is rebuilt from its config (a trained
+    model may hold cached sparse index plans of the pooled path, which ``deepcopy`` cannot copy)."""
+    if isinstance(source, Run):
+        fresh = HookedCLIP.for_task(source.cfg, source.task).to(source.model.device)
+        fresh.load_state_dict(source.model.state_dict())
+        return fresh.train(source.model.training)
+    return copy.deepcopy(source)
+
+
+def prune(model: HookedCLIP | Run, pruning: Pruning) -> HookedCLIP:
+    """A copy of ``model`` (or of a `Run`'s model) whose removed heads (layer ``pruning.layer``)
+    have all-zero weights; equal to the model with those heads' ``hook_z`` zeroed (App. P, A14)."""
+    pruning = check_pruning(model.model if isinstance(model, Run) else model, pruning)
+    pruned = _copy(model)
     mask = head_mask(pruned, pruning)
     with torch.no_grad():
         for p in _head_params(pruned, pruning):
@@ -131,7 +141,7 @@ def prune_and_retrain(run: Run, keep: tuple[int, ...], *, layer: int = 0, encode
         raise CircuitsError(f"--steps must be >= 0 (got {steps})")
     device = resolve_device(cfg.train.device)
     original = evaluate(run.model, task)
-    model = prune(run.model, pruning).to(device)
+    model = prune(run, pruning).to(device)
     before = evaluate(model, task)
     tc = cfg.train
     handles = freeze_removed_heads(model, pruning)

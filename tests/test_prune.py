@@ -75,3 +75,12 @@ def test_before_is_the_pruned_model_evaluated_without_training(run4):
 def test_bad_keep_is_a_one_line_error(run4, keep, needle):
     with pytest.raises(CircuitsError, match=needle):
         prune(run4.model, Pruning(keep=keep))
+
+
+def test_a_trained_run_can_be_pruned_and_retrained(make_tiny_cfg):
+    from circuits.train import train
+
+    cfg = make_tiny_cfg().with_overrides({"model.vision.n_heads": 3, "train.steps": 2, "train.eval_every": 2})
+    run = train(cfg, progress=False)  # the pooled training path leaves index plans cached on the model
+    result = prune_and_retrain(run, keep=(0, 1), steps=2)
+    assert bool((result.run.model.vision.blocks[0].attn.W_O[2] == 0).all())
