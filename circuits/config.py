@@ -35,6 +35,11 @@ class WorldConfig:
     n_pair_positions: int = 10  # n_2 training position pairs per ordered label pair
     captions: Literal["left", "bidirectional"] = "left"
     seed: int = 0
+    # The three-object world of App. N (A10.1): images with up to `max_objects` objects.
+    max_objects: int = 2  # 2 = the paper's default world; 3 adds train_triple and unseen_triple
+    triplets: Literal["ordered", "unordered"] = "ordered"  # which training label triplets (CHOICE: ordered)
+    n_triple_positions: int = 2  # position triples per training triplet (paper: "two ... sampled")
+    n_triple_test_positions: int | None = None  # per held-out triplet in unseen_triple; None = all (CHOICE)
 
     @property
     def n_pixels(self) -> int:
@@ -62,6 +67,20 @@ class WorldConfig:
             f" (got {w.n_pair_positions})",
         )
         _check(w.captions in ("left", "bidirectional"), f"world.captions must be 'left' or 'bidirectional' (got {w.captions!r})")
+        _check(w.max_objects in (2, 3), f"world.max_objects must be 2 or 3 (got {w.max_objects})")
+        if w.max_objects == 3:
+            _check(w.triplets in ("ordered", "unordered"), f"world.triplets must be 'ordered' or 'unordered' (got {w.triplets!r})")
+            _check(w.width >= 3, f"a 3-object world needs world.width >= 3 columns for three distinct positions (got {w.width})")
+            _check(w.n_pair_labels >= 3, f"a 3-object world needs world.n_pair_labels >= 3 training labels (got {w.n_pair_labels})")
+            n_held = w.n_labels - w.n_pair_labels
+            _check(n_held >= 3, f"a 3-object world needs >= 3 held-out labels for its unseen_triple split"
+                                f" (world.n_labels - world.n_pair_labels = {n_held})")
+            n_triples = n_position_triples(w)
+            _check(1 <= w.n_triple_positions <= n_triples,
+                   f"world.n_triple_positions must be between 1 and the number of position triples {n_triples}"
+                   f" (got {w.n_triple_positions})")
+            _check(w.n_triple_test_positions is None or 1 <= w.n_triple_test_positions <= n_triples,
+                   f"world.n_triple_test_positions must be null or between 1 and {n_triples} (got {w.n_triple_test_positions})")
 
 
 @dataclass
@@ -133,6 +152,7 @@ class TrainConfig:
     eval_every: int = 50  # steps between evaluations appended to metrics.jsonl
     seed: int = 0  # initialisation and minibatch order
     device: str = "auto"  # "auto" = cuda when available, else cpu
+    loss: Literal["soft_targets", "mask_false_negatives"] = "soft_targets"  # App. N.2 / A10.2; see circuits.train.loss
     threads: int | None = 1  # CPU threads for torch; null = torch's default (one per core), see circuits.runtime
 
 
@@ -200,6 +220,8 @@ class RunConfig:
         _check(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, f"train.beta1/beta2 must be in [0, 1) (got {t.beta1}, {t.beta2})")
         _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0 (got {t.weight_decay})")
         _check(t.batch_size is None or t.batch_size >= 2, f"train.batch_size must be >= 2 or null (got {t.batch_size})")
+        _check(t.loss in ("soft_targets", "mask_false_negatives"),
+               f"train.loss must be 'soft_targets' or 'mask_false_negatives' (got {t.loss!r})")
         _check(t.eval_every >= 1, f"train.eval_every must be >= 1 (got {t.eval_every})")
         _check(t.threads is None or t.threads >= 1, f"train.threads must be >= 1 or null (got {t.threads})")
         _check(
@@ -222,6 +244,11 @@ def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
             enc["mask"] = "causal" if causal else "bidirectional"
             model[side] = enc
     return {**data, "model": model}
+
+
+def n_position_triples(w: WorldConfig) -> int:
+    """Pixel triples (a, b, c) in three distinct, increasing columns (App. N: C(10, 3) = 120 in 1D)."""
+    return (w.height**3) * math.comb(w.width, 3)
 
 
 def n_position_pairs(w: WorldConfig) -> int:

@@ -303,6 +303,51 @@ def _column_profile(y: Float[Tensor, "n head k"], x: Float[Tensor, " k"]) -> Flo
 
 
 @dataclass
+class Gradient2D:
+    """App. K's 2D gradient score (A12), per head: ``term ~ a*col + b*row + c`` fitted by least
+    squares to the term's mean value at each pixel key of the pooled row."""
+
+    col: list[float]  # a: change per column (the horizontal gradient)
+    row: list[float]  # b: change per row
+    intercept: list[float]
+    r2: list[float]
+
+
+def fit_plane(
+    values: Float[Tensor, "head k"], col: Float[Tensor, " k"], row: Float[Tensor, " k"]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Least-squares ``values ~ a*col + b*row + c`` per head; returns a, b, c, R^2 (each [head]).
+    R^2 is 1 for an exact plane and 0 when the fit explains nothing (a constant profile gives 1)."""
+    X = torch.stack([col, row, torch.ones_like(col)], dim=1).double()  # [k, 3]
+    y = values.double().T  # [k, head]
+    coef = torch.linalg.lstsq(X, y).solution  # [3, head]
+    resid = y - X @ coef
+    total = (y - y.mean(0)).pow(2).sum(0)
+    r2 = torch.where(total > 0, 1 - resid.pow(2).sum(0) / total.clamp_min(1e-300), torch.ones_like(total))
+    return coef[0].float(), coef[1].float(), coef[2].float(), r2.float()
+
+
+def gradient_2d(
+    model: Model, probe: Probe, layer: int = 0, terms: tuple[str, ...] = ("EP", "PP", "BP", "EP+PP")
+) -> dict[str, Gradient2D]:
+    """App. K (A12): each term's pooled-row profile over the pixel keys, averaged over the
+    probe's inputs, fitted as ``a*col + b*row + c`` (`fit_plane`). Needs a probe with ``rows``
+    (the 2D grid's `World.probe`). Paper's claim: "horizontal attention gradients", i.e.
+    |a| >> |b| for EP+PP in the heads that carry the L/R bias."""
+    if probe.rows is None:
+        raise CircuitsError("the 2D gradient score needs a probe with row coordinates (a 2D world's vision probe)")
+    _, prow = _pooled_row(model, probe, layer)
+    keys = (probe.columns >= 0).nonzero()[:, 0]
+    col, row = probe.columns[keys].float(), probe.rows[keys].float()
+    out = {}
+    for name in terms:
+        mean_profile = prow.combine(name)[:, :, keys.to(prow.scores.device)].mean(0).cpu()  # [head, keys]
+        a, b, c, r2 = fit_plane(mean_profile, col, row)
+        out[name] = Gradient2D(a.tolist(), b.tolist(), c.tolist(), r2.tolist())
+    return out
+
+
+@dataclass
 class InputProfile:
     """Every term along the pooled row for one input (Fig. 5b): values ``[head][key]``."""
 

@@ -340,6 +340,11 @@ def _list(values: tuple[int, ...] | None) -> str:
 
 
 
+from lenscli import worlds  # noqa: E402  (prune, failures: App. M, P)
+
+worlds.register(app)
+
+
 def main() -> None:
     """Console-script entry point (``lenscli``)."""
     app(prog_name="lenscli")

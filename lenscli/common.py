@@ -59,7 +59,14 @@ ACCURACY_LABELS = {
     "label_set": "label-set",
     "top1": "top-1",
     "top2": "top-2",
+    "pair_identity": "pair identity",
+    "3obj_top1": "3obj top-1",
+    "3obj_top3_mean": "3obj top-3 mean",
+    "3obj_top3_all": "3obj top-3 all",
 }
+COUNT_METRICS = {"3obj_top3_mean"}  # a mean count (0-3), not a fraction
+# label-aware chance printed beside a metric (App. N, A10.3: order-blind ranking of the 6 pair captions)
+CHANCE_OF = {"3obj_top1": ("top1", 3, 6), "3obj_top3_mean": ("top_k_mean", 3, 6), "3obj_top3_all": ("top_k_all", 3, 6)}
 
 
 @contextmanager
@@ -149,17 +156,27 @@ def print_metrics(metrics: Mapping[str, float], *, title: str, extra: Mapping[st
     from rich.table import Table
     from rich.text import Text
 
+    chance = any(key in metrics for key in CHANCE_OF)
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
+    if chance:
+        from circuits.data.retrieval import label_aware_chance
+
+        table.add_column("label-aware chance", justify="right")
     for key, label in ACCURACY_LABELS.items():
         if key in metrics:
+            fmt = "{:.2f}" if key in COUNT_METRICS else "{:.1%}"
             value = metrics[key]
-            table.add_row(label, "n/a" if math.isnan(value) else f"{value:.1%}")
+            row = [label, "n/a" if math.isnan(value) else fmt.format(value)]
+            if chance:
+                kind, n_true, n = CHANCE_OF.get(key, (None, 0, 0))
+                row.append(fmt.format(label_aware_chance(n_true, n)[kind]) if kind else "")
+            table.add_row(*row)
     if extra:
         table.add_section()
         for label, text in extra.items():
-            table.add_row(label, text)
+            table.add_row(label, text, *([""] if chance else []))
     console = Console()
     console.print(Text(title, style="bold"))  # above the table, not its title: a long path would wrap
     console.print(table)

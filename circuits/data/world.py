@@ -12,6 +12,13 @@ A `World` is built deterministically from a `WorldConfig`. It holds
   ``seen_pair``     training label pairs at the position pairs held out for them
   ``unseen_pair``   ordered pairs of held-out labels (N_pair+1..N) at every position pair
 
+and, in the three-object world of App. N (``max_objects=3``, A10.1),
+
+  ``train_triple``  training-label triplets (ordered, or unordered with a random assignment) at
+                    ``n_triple_positions`` random position triples each; its first true caption
+                    is the one text drawn for it ("we randomly select one as the text pair")
+  ``unseen_triple`` ordered triplets of held-out labels at every position triple (or a sample)
+
 Labels 1..N_pair are the training labels and N_pair+1..N are held out, as in the paper.
 A two-object image with X left of Y (smaller column) is described by "X is on the left of Y";
 with ``captions="bidirectional"`` also by "Y is on the right of X" (Sec. 7).
@@ -94,6 +101,7 @@ class Split:
 
 SPLIT_NAMES = ("train_single", "train_pair", "single_object", "seen_pair", "unseen_pair")
 EVAL_SPLITS = ("single_object", "seen_pair", "unseen_pair")
+TRIPLE_SPLITS = ("train_triple", "unseen_triple")
 
 
 class World:
@@ -110,6 +118,9 @@ class World:
     def __init__(self, cfg: WorldConfig):
         cfg.validate()
         self.cfg = cfg
+        if cfg.max_objects == 3:
+            self.split_names = SPLIT_NAMES + TRIPLE_SPLITS
+            self.eval_splits = EVAL_SPLITS + ("unseen_triple",)
         self.vocab = Vocab(cfg.n_labels)
         self.train_labels = list(range(1, cfg.n_pair_labels + 1))
         self.heldout_labels = list(range(cfg.n_pair_labels + 1, cfg.n_labels + 1))
@@ -156,6 +167,12 @@ class World:
         n = self.cfg.n_pixels
         return [(a, b) for a in range(n) for b in range(n) if self.column(a) < self.column(b)]
 
+    @cached_property
+    def position_triples(self) -> list[tuple[int, int, int]]:
+        """All pixel triples (a, b, c) in strictly increasing columns, in a fixed order."""
+        n, col = self.cfg.n_pixels, self.column
+        return [(a, b, c) for a in range(n) for b in range(n) if col(a) < col(b) for c in range(n) if col(b) < col(c)]
+
     def __getitem__(self, name: str) -> Split:
         if name not in self.splits:
             raise UnknownSplit(f"unknown split {name!r}; splits are {', '.join(self.splits)}")
@@ -163,8 +180,9 @@ class World:
 
     @cached_property
     def train(self) -> Split:
-        """All training images: single-object then two-object."""
-        return Split.concat("train", [self.splits["train_single"], self.splits["train_pair"]])
+        """All training images: single-object, two-object, then three-object (if any)."""
+        names = ["train_single", "train_pair"] + (["train_triple"] if "train_triple" in self.splits else [])
+        return Split.concat("train", [self.splits[n] for n in names])
 
     @cached_property
     def train_caption_ids(self) -> Int[Tensor, " n_train_captions"]:
@@ -267,12 +285,42 @@ class World:
         for x, y in itertools.permutations(self.heldout_labels, 2):
             unseen_p += [(x, y, a, b) for a, b in pos_pairs]
 
-        return {
+        splits = {
             "train_single": self._single_split("train_single", train_s),
             "train_pair": self._pair_split("train_pair", train_p),
             "single_object": self._single_split("single_object", val_s),
             "seen_pair": self._pair_split("seen_pair", seen_p),
             "unseen_pair": self._pair_split("unseen_pair", unseen_p),
+        }
+        if cfg.max_objects == 3:  # drawn after everything else: the 1- and 2-object splits stay as they are
+            splits.update(self._triple_splits(gen))
+        return splits
+
+    def _triple_splits(self, gen: torch.Generator) -> dict[str, Split]:
+        """``train_triple`` and ``unseen_triple`` of App. N (A10.1), drawn from ``gen``."""
+        cfg, triples = self.cfg, self.position_triples
+        train: list[tuple[int, int, int, int, int, int]] = []  # objects left to right, then positions
+        if cfg.triplets == "ordered":
+            for labels in itertools.permutations(self.train_labels, 3):
+                order = torch.randperm(len(triples), generator=gen).tolist()
+                train += [(*labels, *triples[i]) for i in sorted(order[: cfg.n_triple_positions])]
+        else:  # unordered: each configuration a random position triple and a random assignment
+            for labels in itertools.combinations(self.train_labels, 3):
+                order = torch.randperm(len(triples), generator=gen).tolist()
+                for i in sorted(order[: cfg.n_triple_positions]):
+                    perm = torch.randperm(3, generator=gen).tolist()
+                    train.append((*(labels[j] for j in perm), *triples[i]))
+        chosen = torch.randint(0, 3, (len(train),), generator=gen).tolist()  # the pair the text describes
+        unseen = []
+        for labels in itertools.permutations(self.heldout_labels, 3):
+            if cfg.n_triple_test_positions is None:
+                picked = range(len(triples))
+            else:
+                picked = sorted(torch.randperm(len(triples), generator=gen)[: cfg.n_triple_test_positions].tolist())
+            unseen += [(*labels, *triples[i]) for i in picked]
+        return {
+            "train_triple": self._triple_split("train_triple", train, chosen),
+            "unseen_triple": self._triple_split("unseen_triple", unseen, [0] * len(unseen)),
         }
 
     def _single_split(self, name: str, items: list[tuple[int, int]]) -> Split:
@@ -287,6 +335,20 @@ class World:
         positions = torch.tensor([[a, b] for _, _, a, b in items], dtype=torch.long).reshape(-1, 2)
         true = torch.tensor([self.true_caption_ids(x, y) for x, y, _, _ in items], dtype=torch.long).reshape(-1, width)
         return Split(name, self.make_images(objects, positions), objects, positions, true)
+
+    def triple_caption_ids(self, a: int, b: int, c: int, first: int = 0) -> list[int]:
+        """Captions true of an image showing a, b, c left to right: those of the pairs (a, b),
+        (a, c), (b, c); the pair ``first`` (0, 1, 2) leads (with all its captions)."""
+        pairs = [(a, b), (a, c), (b, c)]
+        pairs = [pairs[first]] + [p for i, p in enumerate(pairs) if i != first]
+        return [cid for x, y in pairs for cid in self.true_caption_ids(x, y)]
+
+    def _triple_split(self, name: str, items: list[tuple[int, ...]], first: list[int]) -> Split:
+        width = 6 if self.cfg.captions == "bidirectional" else 3
+        objects = torch.tensor([t[:3] for t in items], dtype=torch.long).reshape(-1, 3)
+        positions = torch.tensor([t[3:] for t in items], dtype=torch.long).reshape(-1, 3)
+        true = torch.tensor([self.triple_caption_ids(*t[:3], first=f) for t, f in zip(items, first)], dtype=torch.long)
+        return Split(name, self.make_images(objects, positions), objects, positions, true.reshape(-1, width))
 
     def summary(self) -> dict[str, int]:
         """Sizes of every split and of the caption table."""
@@ -324,6 +386,11 @@ class World:
                 if self.cfg.captions == "bidirectional":
                     out["top1"] = retrieval.mean(retrieval.top1_correct(sim, truth))
                     out["top2"] = out[name]
+                    out["pair_identity"] = retrieval.mean(
+                        retrieval.pair_identity_correct(sim, split.objects, self.caption_objects))
+            if name in TRIPLE_SPLITS:
+                out.update({f"{k}" if name == "unseen_triple" else f"{name}_{k}": v
+                            for k, v in retrieval.three_object_metrics(sim, truth).items()})
         return out
 
     def probe(self, split: str = "unseen_pair", encoder: str = "vision") -> Probe:
@@ -331,8 +398,9 @@ class World:
         [CLS]) or the distinct two-object captions of its images (text: subject at word 0,
         object at word 2; [EOT] is the query)."""
         data = self[split]
-        if data.objects.shape[1] < 2 or bool((data.objects[:, 1] < 0).any()):
-            pairs = [n for n, s in self.splits.items() if s.objects.shape[1] >= 2]
+        three = data.objects.shape[1] > 2 and bool((data.objects[:, 2] >= 0).any())
+        if data.objects.shape[1] < 2 or bool((data.objects[:, 1] < 0).any()) or three:
+            pairs = [n for n, s in self.splits.items() if s.objects.shape[1] == 2]
             raise CircuitsError(f"split {split!r} does not hold two-object images; use {', '.join(pairs)}")
         if encoder == "vision":
             pixels = torch.arange(self.cfg.n_pixels)

@@ -135,7 +135,9 @@ def clip_batch(world: World, device: torch.device) -> ClipBatch:
     as texts the captions of training images."""
     data = world.train.to(device)
     caption_ids = world.train_caption_ids.to(device)
-    return ClipBatch(data.images, world.captions.to(device)[caption_ids], data.truth(world.n_captions)[:, caption_ids])
+    chosen = torch.searchsorted(caption_ids, data.captions.contiguous())  # each image's own text, as a column of the batch
+    truth = data.truth(world.n_captions)[:, caption_ids]
+    return ClipBatch(data.images, world.captions.to(device)[caption_ids], truth, chosen)
 
 
 @training_entry  # checks threads, device and size first; runs with train.threads threads
@@ -164,7 +166,7 @@ def train(
 
     start = time.perf_counter()
     history = fit(
-        model, ClipObjective(pooled_only), batches(data, tc.batch_size, seed=tc.seed), make_optimizer(model, tc), tc.steps,
+        model, ClipObjective(pooled_only, tc.loss), batches(data, tc.batch_size, seed=tc.seed), make_optimizer(model, tc), tc.steps,
         evaluate=lambda m: {"scale": m.scale.item(), **evaluate(m, world, world.split_names)}, eval_every=tc.eval_every,
         log=on_eval, metrics_path=metrics_path, progress=progress, show=world.eval_splits,
     )

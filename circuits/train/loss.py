@@ -10,13 +10,17 @@ It is computed exactly, without the B x B matrix, over the U distinct captions: 
 occurring n_c times enters the image->text softmax with logit ``s + log n_c`` and carries
 target mass proportional to n_c; the text->image direction averages one soft cross-entropy per
 caption, weighted by n_c. The loss is the mean of the two directions.
+
+`masked_clip_loss` is App. N's alternative (``train.loss = "mask_false_negatives"``, A10.2):
+each image has one chosen text, and every other text of the batch that is also true of the
+image is removed from the negatives instead of being counted as a positive.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 
@@ -60,3 +64,18 @@ def clip_loss_reference(
     i2t = -(positive / positive.sum(1, keepdim=True) * F.log_softmax(big, dim=1)).sum(1).mean()
     t2i = -(positive / positive.sum(0, keepdim=True) * F.log_softmax(big, dim=0)).sum(0).mean()
     return (i2t + t2i) / 2
+
+
+def masked_clip_loss(
+    logits: Float[Tensor, "batch n_captions"], truth: Bool[Tensor, "batch n_captions"], chosen: Int[Tensor, " batch"]
+) -> Float[Tensor, ""]:
+    """False-negative masking, App. N.2 (A10.2): the B x B CLIP loss of each image i against
+    its chosen text t_i (``chosen[i]``, a column of ``logits``), with ``L[i, j] = -inf`` wherever
+    j != i and caption t_j is true of image i (the other true captions of a 3-object image, and
+    copies of the same caption attached to other images); then
+    ``(CE_rows(L, diag) + CE_cols(L, diag)) / 2`` on the same masked matrix."""
+    big = logits[:, chosen]  # [B, B]: image i against the text of image j
+    eye = torch.eye(len(chosen), dtype=torch.bool, device=logits.device)
+    big = big.masked_fill(truth[:, chosen] & ~eye, float("-inf"))
+    target = torch.arange(len(chosen), device=logits.device)
+    return (F.cross_entropy(big, target) + F.cross_entropy(big.T, target)) / 2

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from circuits.train.loss import clip_loss
+from circuits.errors import ConfigError
+from circuits.train.loss import clip_loss, masked_clip_loss
 
 
 @runtime_checkable
@@ -37,19 +38,22 @@ def loss_function(objective: ObjectiveLike) -> LossFn:
 class ClipBatch:
     """Images, the texts of the loss and which text is true of which image.
 
-    ``truth[i, c]``: caption ``c`` is true of image ``i``. `take` selects images (minibatches);
-    the texts stay (captions true of no selected image drop out of the loss).
+    ``truth[i, c]``: caption ``c`` is true of image ``i``; ``chosen[i]``: the caption drawn as
+    image i's text (needed by ``loss="mask_false_negatives"``). `take` selects images
+    (minibatches); the texts stay (captions true of no selected image drop out of the loss).
     """
 
     images: Int[Tensor, "batch seq"]
     captions: Int[Tensor, "n_captions caption_len"]
     truth: Bool[Tensor, "batch n_captions"]
+    chosen: Int[Tensor, " batch"] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def take(self, index: Int[Tensor, " k"]) -> ClipBatch:
-        return ClipBatch(self.images[index], self.captions, self.truth[index])
+        chosen = None if self.chosen is None else self.chosen[index]
+        return ClipBatch(self.images[index], self.captions, self.truth[index], chosen)
 
 
 @dataclass(frozen=True)
@@ -58,11 +62,22 @@ class ClipObjective:
 
     ``pooled_only`` (default True) uses the encoders' pooled-row-only forward (exact, much
     faster); False runs the full hooked forward (same function; for benchmarks, cross-checks).
+    ``loss_mode``: ``"soft_targets"`` (`clip_loss`) or ``"mask_false_negatives"`` (`masked_clip_loss`,
+    which needs ``batch.chosen``).
     """
 
     pooled_only: bool = True
+    loss_mode: str = "soft_targets"
+
+    def __post_init__(self) -> None:
+        if self.loss_mode not in ("soft_targets", "mask_false_negatives"):
+            raise ConfigError(f"loss mode must be 'soft_targets' or 'mask_false_negatives' (got {self.loss_mode!r})")
 
     def loss(self, model: nn.Module, batch: ClipBatch) -> Float[Tensor, ""]:
         img = F.normalize(model.encode_image(batch.images, pooled_only=self.pooled_only), dim=-1)
         txt = F.normalize(model.encode_text(batch.captions, pooled_only=self.pooled_only), dim=-1)
+        if self.loss_mode == "mask_false_negatives":
+            if batch.chosen is None:
+                raise ConfigError("loss 'mask_false_negatives' needs a batch with a chosen text per image (ClipBatch.chosen)")
+            return masked_clip_loss(model.scale * img @ txt.T, batch.truth, batch.chosen)
         return clip_loss(model.scale * img @ txt.T, batch.truth)

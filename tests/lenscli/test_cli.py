@@ -87,7 +87,7 @@ def test_bidirectional_captions_report_top1_and_top2(tmp_path: Path) -> None:
     out = tmp_path / "bi"
     result = ok("train", *SMALL, "--set", "world.captions=bidirectional", "--set", "train.steps=1", "--out", out, "-q")
     assert "top-1" in result.stdout and "top-2" in result.stdout
-    assert json.loads(ok("eval", "--ckpt", out, "--json").stdout).keys() == ACCURACY_KEYS | {"top1", "top2"}
+    assert json.loads(ok("eval", "--ckpt", out, "--json").stdout).keys() == ACCURACY_KEYS | {"top1", "top2", "pair_identity"}
 
 
 def test_config_file_then_set_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -176,3 +176,86 @@ def test_gradient_flows_into_both_encoders_and_the_logit_scale(tiny_cfg):
         if p.requires_grad:
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
             assert p.grad.abs().sum() > 0, name
+
+
+# ------------------------------------------------------------ false-negative masking (A10.2)
+def direct_masked_loss(logits, truth, chosen):
+    """App. N.2 written out cell by cell: B x B matrix of image i against image j's text, -inf
+    where j != i and image j's text is true of image i, then CE along rows and along columns."""
+    B = len(chosen)
+    L = torch.empty(B, B, dtype=torch.float64)
+    for i in range(B):
+        for j in range(B):
+            masked = j != i and bool(truth[i, chosen[j]])
+            L[i, j] = float("-inf") if masked else float(logits[i, chosen[j]])
+    rows = [-(L[i, i] - torch.logsumexp(L[i], 0)) for i in range(B)]
+    cols = [-(L[j, j] - torch.logsumexp(L[:, j], 0)) for j in range(B)]
+    return (torch.stack(rows).mean() + torch.stack(cols).mean()) / 2
+
+
+def test_masked_loss_equals_the_direct_computation_on_a_hand_built_batch():
+    from circuits.train.loss import masked_clip_loss
+
+    # captions: 0 "A L B", 1 "A L C", 2 "B L C", 3 "D in image"
+    # image 0: A B C (3-object, drew caption 1); image 1: A B (caption 0, also true of image 0);
+    # image 2: D alone (caption 3); image 3: D alone again (caption 3, a duplicate text)
+    truth = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 1]], dtype=torch.bool)
+    chosen = torch.tensor([1, 0, 3, 3])
+    logits = torch.tensor([[2.0, 1.0, -1.0, 0.5], [0.3, -0.2, 0.1, 1.5], [0.0, 0.7, -0.4, 2.2], [1.1, 0.2, 0.0, 0.9]])
+    got = masked_clip_loss(logits, truth, chosen)
+    assert got.item() == pytest.approx(direct_masked_loss(logits, truth, chosen).item(), rel=1e-6)
+
+
+def test_masking_removes_exactly_the_false_negatives():
+    from circuits.train.loss import masked_clip_loss
+
+    # image 0's row: its own text (caption 1) and image 1's text (caption 0, true of image 0).
+    # Raising the logit of a masked cell changes nothing; raising an unmasked negative does.
+    truth = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.bool)
+    chosen = torch.tensor([1, 0, 2])
+    logits = torch.zeros(3, 3)
+    base = masked_clip_loss(logits, truth, chosen)
+    masked_cell = logits.clone()
+    masked_cell[0, 0] = 5.0  # image 0 vs image 1's text: a false negative
+    assert masked_clip_loss(masked_cell, truth, chosen).item() == pytest.approx(base.item(), abs=1e-7)
+    negative = logits.clone()
+    negative[0, 2] = 5.0  # image 0 vs image 2's text: a true negative
+    assert masked_clip_loss(negative, truth, chosen).item() > base.item() + 0.1
+
+
+def test_without_shared_truths_the_masked_loss_is_the_plain_clip_loss():
+    from circuits.train.loss import masked_clip_loss
+
+    logits = torch.randn(5, 5, generator=torch.Generator().manual_seed(3))
+    eye = torch.eye(5, dtype=torch.bool)
+    want = (F.cross_entropy(logits, torch.arange(5)) + F.cross_entropy(logits.T, torch.arange(5))) / 2
+    assert masked_clip_loss(logits, eye, torch.arange(5)).item() == pytest.approx(want.item(), rel=1e-6)
+    assert clip_loss(logits, eye).item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_training_with_masked_loss_runs_on_a_three_object_world(make_tiny_cfg):
+    from circuits.train import train
+
+    cfg = make_tiny_cfg(max_objects=3, n_labels=9, n_pair_labels=6).with_overrides(
+        {"train.loss": "mask_false_negatives", "train.steps": 3, "train.eval_every": 3})
+    run = train(cfg, progress=False)
+    assert {"3obj_top1", "3obj_top3_mean", "3obj_top3_all"} <= run.history[-1].keys()
+    assert math.isfinite(run.history[-1]["loss"])
+
+
+def test_unknown_loss_mode_is_a_one_line_config_error():
+    from circuits.config import RunConfig
+    from circuits.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.loss must be one of 'soft_targets', 'mask_false_negatives'"):
+        RunConfig().with_overrides(["train.loss=hard"])
+
+
+def test_clip_batch_chosen_text_is_each_images_drawn_caption(make_tiny_cfg):
+    from circuits.data import World
+    from circuits.train import clip_batch
+
+    world = World(make_tiny_cfg(max_objects=3, n_labels=9, n_pair_labels=6).world)
+    batch = clip_batch(world, torch.device("cpu"))
+    assert torch.equal(batch.captions[batch.chosen], world.captions[world.train.captions])
+    assert bool(batch.truth[torch.arange(len(batch)), batch.chosen].all())

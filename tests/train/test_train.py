@@ -106,7 +106,7 @@ def test_bidirectional_runs_report_top1_and_top2(make_tiny_cfg):
     cfg = make_tiny_cfg(captions="bidirectional").with_overrides({"train.steps": 2, "train.eval_every": 1})
     result = train(cfg, progress=False)
     for row in result.history:
-        assert set(row) == ROW_KEYS | {"top1", "top2"}
+        assert set(row) == ROW_KEYS | {"top1", "top2", "pair_identity"}
         assert row["top2"] == row["unseen_pair"]
         assert row["top1"] >= row["top2"]
 

@@ -1,0 +1,81 @@
+"""Shared plumbing of the App. K-Q reproductions (table4, table3, app_l, app_k, app_q, fig24, fig25).
+
+Each script defines ``run(profile, seeds) -> (rows, markdown)``; `main` parses ``--quick`` /
+``--seeds`` / ``--out`` and writes ``results.json`` (every number, the configs, the machine)
+and ``<name>.md`` (the table beside the paper's numbers). ``--quick`` shrinks the models (d_model
+32) and steps so each script runs in under ~30 s on 2 cores, into runs/<name>/quick (untracked);
+the full profile uses the library defaults and writes into experiments/results/<name>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from circuits.config import RunConfig
+from circuits.runtime import run_script, set_threads
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = {  # small and short: a smoke test of the pipeline, not a reproduction
+    "model.vision.d_model": 32, "model.vision.d_head": 8, "model.text.d_model": 32, "model.text.d_head": 8,
+    "train.steps": 120, "train.eval_every": 120, "train.lr": 3e-3, "train.device": "cpu",
+}
+
+
+def config(overrides: dict, quick: bool, seed: int = 0) -> RunConfig:
+    """Library defaults, then ``overrides``, then the quick profile (if ``quick``), then the seed."""
+    extra = {**QUICK, **{k: v for k, v in overrides.items() if k.startswith("train.steps")}} if quick else {}
+    return RunConfig().with_overrides({"train.device": "cpu", **overrides, **extra, "train.seed": seed})
+
+
+def mean_std(values: list[float]) -> str:
+    values = [v for v in values if v == v]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def pct(values: list[float]) -> str:
+    values = [v for v in values if v == v]
+    if not values:
+        return "n/a"
+    m = statistics.mean(values) * 100
+    return f"{m:.0f}%" if len(values) == 1 else f"{m:.0f} ± {statistics.stdev(values) * 100:.0f}%"
+
+
+def main(name: str, run: Callable[[bool, list[int]], tuple[list[dict], str]], argv: list[str] | None = None,
+         default_seeds: int = 1) -> int:
+    parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny models, few steps (CI smoke test, <~30 s)")
+    parser.add_argument("--seeds", type=int, default=default_seeds, help="training seeds 0..S-1")
+    parser.add_argument("--out", type=Path, default=None, help="output directory")
+    args = parser.parse_args(argv)
+    set_threads(1)
+    out = args.out or (ROOT / "runs" / name / "quick" if args.quick else ROOT / "experiments" / "results" / name)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    rows, markdown = run(args.quick, list(range(1 if args.quick else args.seeds)))
+    seconds = time.perf_counter() - start
+    meta = {"name": name, "profile": "quick" if args.quick else "full", "seconds": round(seconds, 1),
+            "machine": platform.machine(), "python": platform.python_version()}
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str) + "\n")
+    tmp.replace(out / "results.json")
+    note = f"\n_{meta['profile']} profile, {len(set(r.get('seed', 0) for r in rows))} seed(s), {seconds:.0f} s._\n"
+    (out / f"{name}.md").write_text(markdown + note)
+    print(markdown + note)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def entry(name: str, run, default_seeds: int = 1) -> None:
+    sys.exit(run_script(lambda argv: main(name, run, argv, default_seeds)))
