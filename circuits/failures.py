@@ -17,7 +17,7 @@ from contextlib import nullcontext
 from circuits.ablate import Ablation, ablated
 from circuits.data import retrieval
 from circuits.errors import CircuitsError
-from circuits.evaluate import similarity_matrix
+from circuits.evaluation import similarity_matrix
 
 
 def failure_analysis(model, task, ablation: Ablation | None = None, split: str = "unseen_pair") -> dict[str, float]:

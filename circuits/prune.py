@@ -29,7 +29,7 @@ from circuits.atomic import atomic_directory
 from circuits.checkpoint import METRICS, PathLike, Run, resolve_device, target_path, write_model
 from circuits.decompose import check_layer, get_encoder
 from circuits.errors import CircuitsError
-from circuits.evaluate import evaluate
+from circuits.evaluation import evaluate
 from circuits.models import HookedCLIP
 from circuits.train import ClipObjective, batches, clip_batch, fit, make_optimizer
 

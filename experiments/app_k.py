@@ -11,7 +11,7 @@ from __future__ import annotations
 from worlds_common import config, entry, mean_std, pct
 
 import circuits
-from circuits.evaluate import evaluate
+from circuits.evaluation import evaluate
 from circuits.stats import gradient_2d, head_bias
 
 GRID = {"world.width": 4, "world.height": 4}

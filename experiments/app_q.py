@@ -11,7 +11,7 @@ from __future__ import annotations
 from worlds_common import config, entry, mean_std, pct
 
 import circuits
-from circuits.evaluate import evaluate
+from circuits.evaluation import evaluate
 from circuits.stats import term_gradient
 
 TERMS = ("EP", "PP", "BP", "EP+PP")

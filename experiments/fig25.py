@@ -14,7 +14,7 @@ import itertools
 from worlds_common import config, entry, pct
 
 import circuits
-from circuits.evaluate import evaluate
+from circuits.evaluation import evaluate
 from circuits.prune import prune_and_retrain
 from circuits.stats import head_bias
 

@@ -14,7 +14,7 @@ from worlds_common import config, entry, mean_std, pct
 import circuits
 from circuits.ablate import Ablation, ablated
 from circuits.data import World
-from circuits.evaluate import evaluate
+from circuits.evaluation import evaluate
 
 PAPER = {  # Table 4, VERBATIM: 2obj OOD, 3obj top-1, 3obj top-3 mean, 3obj top-3 all
     "Baseline": (0.95, 0.98, 2.82, 0.82), "EP": (0.65, 0.69, 1.98, 0.28), "PP": (0.95, 0.97, 2.81, 0.81),

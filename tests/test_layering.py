@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "circuits.checkpoint": 3, "circuits.evaluation": 3,
     "circuits.train": 4,
     "circuits.decompose": 5, "circuits.ablate": 5, "circuits.stats": 5,
+    "circuits.prune": 5, "circuits.failures": 5,
     "circuits.viz": 6, "circuits.report": 6,
     "lenscli": 7,
 }

@@ -59,7 +59,7 @@ def test_continued_training_leaves_pruned_heads_exactly_zero_and_trains_the_kept
 
 
 def test_before_is_the_pruned_model_evaluated_without_training(run4):
-    from circuits.evaluate import evaluate
+    from circuits.evaluation import evaluate
 
     result = prune_and_retrain(run4, keep=(0, 3), steps=0)
     want = evaluate(prune(run4.model, Pruning(keep=(0, 3))), run4.task)
