@@ -10,15 +10,7 @@ import pytest
 import circuits
 from circuits.sweep import SweepError, SweepSpec, load_results, run_sweep, summarize
 
-
-def tiny_spec(steps=20, **grid) -> SweepSpec:
-    """`tiny_run_config` (tests/conftest.py) as a spec: trains in a second."""
-    base = {"world.width": 6, "world.n_labels": 8, "world.n_pair_labels": 6,
-            "world.n_single_positions": 3, "world.n_pair_positions": 4, "train.lr": 3e-3, "train.eval_every": 10,
-            "train.steps": steps, "train.device": "cpu"}
-    for side in ("vision", "text"):
-        base.update({f"model.{side}.d_model": 16, f"model.{side}.d_head": 8, f"model.{side}.n_heads": 2, f"model.{side}.d_mlp": 16})
-    return SweepSpec.from_dict({"seeds": 2, "set": base, "grid": grid or {"world.n_pair_positions": [2, 4]}})
+from sweep_helpers import tiny_spec
 
 
 @pytest.fixture(scope="module")
