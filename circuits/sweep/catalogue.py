@@ -100,9 +100,9 @@ def reproduce(name: str, *, quick: bool = False, out: str | os.PathLike[str] | N
     result = {"name": name, "title": entry.title, "paper": entry.paper, "claim": entry.spec.experiment.get("claim", ""),
               "profile": "quick" if quick else "full", "spec": str(entry.path), "summary": summary.line(),
               "failed": summary.failed, "groups": _groups(frame, _table_columns(entry, frame)),
-              "runs": json.loads(frame.to_json(orient="records"))}
+              "runs": json.loads(frame.to_json(orient="records"))}  # NaN -> null
     out = Path(os.path.abspath(out))
-    write_atomic(out / "results.json", json.dumps(result, indent=1) + "\n")
+    write_atomic(out / "results.json", json.dumps(result, indent=1, allow_nan=False) + "\n")
     write_atomic(out / "results.md", markdown(entry, result, frame))
     _write_figure(entry, frame, out / "figure.html")
     if summary.failed:
@@ -128,12 +128,16 @@ def _groups(frame, columns: list[str]) -> list[dict[str, Any]]:
         row = dict(zip(by, key)) if by else {}
         for c in columns:
             std = rec[(c, "std")]
-            row[c] = {"mean": float(rec[(c, "mean")]), "std": None if math.isnan(std) else float(std), "n": int(rec[(c, "count")])}
+            mean = rec[(c, "mean")]
+            row[c] = {"mean": None if math.isnan(mean) else float(mean), "std": None if math.isnan(std) else float(std),
+                      "n": int(rec[(c, "count")])}
         rows.append(row)
     return rows
 
 
 def _cell(stat: dict) -> str:
+    if stat["mean"] is None:
+        return "n/a"
     if stat["std"] is None:
         return f"{stat['mean']:.3f}"
     return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
