@@ -72,7 +72,7 @@ def tree_digest(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("spec") / "tiny.toml"
-    path.write_text(SPEC.format(steps=100))
+    path.write_text(SPEC.format(steps=200))
     return path
 
 
@@ -127,15 +127,15 @@ def bad(tmp_path: Path, name: str, text: str) -> Path:
 def test_bad_input_is_one_line_a_nonzero_exit_and_out_untouched(case, spec, uninterrupted, tmp_path):
     out, extra = uninterrupted, []
     if case == "unknown-key":
-        s = bad(tmp_path, "s.toml", SPEC.format(steps=100) + '"world.colour" = [1]\n')
+        s = bad(tmp_path, "s.toml", SPEC.format(steps=200) + '"world.colour" = [1]\n')
     elif case == "bad-value":
-        s = bad(tmp_path, "s.toml", SPEC.format(steps=100).replace("[3, 4]", "[3, 4000]"))
+        s = bad(tmp_path, "s.toml", SPEC.format(steps=200).replace("[3, 4]", "[3, 4000]"))
     elif case == "empty-grid":
-        s = bad(tmp_path, "s.toml", SPEC.format(steps=100).replace("[3, 4]", "[]"))
+        s = bad(tmp_path, "s.toml", SPEC.format(steps=200).replace("[3, 4]", "[]"))
     elif case == "unequal-zip":
-        s = bad(tmp_path, "s.toml", SPEC.format(steps=100) + '[[zip]]\n"train.lr" = [0.1, 0.2]\n"train.weight_decay" = [0.1]\n')
+        s = bad(tmp_path, "s.toml", SPEC.format(steps=200) + '[[zip]]\n"train.lr" = [0.1, 0.2]\n"train.weight_decay" = [0.1]\n')
     elif case == "different-spec":
-        s = bad(tmp_path, "s.toml", SPEC.format(steps=101))
+        s = bad(tmp_path, "s.toml", SPEC.format(steps=201))
     elif case == "out-is-a-file":
         s, out = spec, tmp_path / "file"
         out.write_text("mine")
