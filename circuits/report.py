@@ -388,12 +388,15 @@ def write_report(
     return _write_html(build_report(run, title=title, headline=headline), path, force)
 
 
-def figures_html(figures: Sequence[go.Figure], title: str) -> str:
-    """Figures on one self-contained HTML page (plotly.js inlined once, nothing fetched)."""
+def figures_html(figures: Sequence[go.Figure], title: str, after: str = "") -> str:
+    """Figures on one self-contained HTML page (plotly.js inlined once, nothing fetched);
+    ``after``: an HTML fragment (e.g. `html_table`) placed below them."""
     page = _Page()
     page.add(f"<h1>{html.escape(title)}</h1>")
     for fig in figures:
         page.figure(fig)
+    if after:
+        page.add(after)
     return _document(title, page)
 
 

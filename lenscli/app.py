@@ -37,6 +37,11 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # a bug's traceback should not dump model weights
 )
 
+from lenscli import sweep as _sweep  # noqa: E402  (sweep and reproduce commands live in lenscli/sweep.py)
+
+app.add_typer(_sweep.app)
+app.command("reproduce")(_sweep.reproduce)
+
 RUNS_DIR = Path("runs")
 
 
@@ -253,7 +258,8 @@ def bias(
 @app.command()
 @user_errors
 def report(
-    ckpt: CheckpointOption,
+    ckpt: Annotated[Optional[Path], typer.Option("--ckpt", help="Checkpoint directory written by `lenscli train`.", show_default=False)] = None,
+    sweep: Annotated[Optional[Path], typer.Option("--sweep", help="A sweep directory instead: its figures and table.", show_default=False)] = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="HTML file to write.  [default: DIR/report.html]",
                                      show_default=False)
@@ -261,7 +267,17 @@ def report(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing report.")] = False,
     threads: ThreadsOption = None,
 ) -> None:
-    """Write the self-contained HTML report of a checkpoint (opens offline, plotly.js embedded once)."""
+    """Write the self-contained HTML report of a checkpoint, or of a sweep (opens offline, plotly.js embedded once)."""
+    if sweep is not None or ckpt is None:
+        from circuits.errors import CircuitsError
+
+        if (sweep is None) == (ckpt is None):
+            raise CircuitsError("give either --ckpt DIR (a checkpoint) or --sweep OUT (a sweep directory)")
+        require_free(out or sweep / "report.html", force)
+        from circuits.sweep.report import write_sweep_report
+
+        typer.echo(f"report: {write_sweep_report(sweep, out, force=force)}")
+        return
     _check_inputs(ckpt, out or ckpt / "report.html", force, threads)
     from circuits.checkpoint import load
     from circuits.report import write_report

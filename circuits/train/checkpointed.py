@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from circuits.atomic import atomic_directory
 from circuits.checkpoint import CONFIG, METRICS, PathLike, Run, load, read_config, target_path, write_model
 from circuits.config import RunConfig
@@ -9,17 +11,20 @@ from circuits.errors import CheckpointError
 from circuits.train.loop import train
 
 
-def train_to_directory(cfg: RunConfig, out: PathLike, *, force: bool = False, progress: bool = True) -> Run:
+def train_to_directory(
+    cfg: RunConfig, out: PathLike, *, force: bool = False, progress: bool = True, on_eval: Callable[[dict], None] | None = None
+) -> Run:
     """Train a model as `cfg` says and save it as a checkpoint at `out`.
 
     The output location is checked before training starts, so a run is never thrown away at the
     end for want of a place to put it; metrics rows are streamed to the checkpoint's
-    ``metrics.jsonl`` (inside the not yet visible temporary directory) as they are computed.
+    ``metrics.jsonl`` (inside the not yet visible temporary directory) as they are computed
+    and passed to ``on_eval`` (an exception there abandons the run; nothing is left at `out`).
     """
     target = target_path(out)
     with atomic_directory(target, force=force) as tmp:
         (tmp / METRICS).touch()
-        run = train(cfg, progress=progress, metrics_path=tmp / METRICS)
+        run = train(cfg, progress=progress, metrics_path=tmp / METRICS, on_eval=on_eval)
         write_model(cfg, run.model, tmp)
     run.path = target
     return run

@@ -35,8 +35,23 @@ def clip_loss(
     truth_f = truth.float()
     counts = truth_f.sum(0)  # n_c: how often caption c occurs among the batch's texts
     present = counts > 0
-    logits, truth_f, counts = logits[:, present], truth_f[:, present], counts[present]
+    if not bool(present.all()):  # full batches hold every caption: no copy of the logits then
+        logits, truth_f, counts = logits[:, present], truth_f[:, present], counts[present]
+    return _clip_loss_present(logits, truth_f, counts)
 
+
+def clip_loss_all_present(
+    logits: Float[Tensor, "batch n_captions"], truth: Bool[Tensor, "batch n_captions"]
+) -> Float[Tensor, ""]:
+    """`clip_loss` when every caption is true of some image of the batch (a full training batch).
+
+    No data-dependent indexing, so it runs under ``torch.func.vmap`` over stacked batches.
+    """
+    truth_f = truth.float()
+    return _clip_loss_present(logits, truth_f, truth_f.sum(0))
+
+
+def _clip_loss_present(logits: Tensor, truth_f: Tensor, counts: Tensor) -> Tensor:
     # image -> text: softmax over the batch's texts, duplicates folded into log n_c
     target_i2t = truth_f * counts
     target_i2t = target_i2t / target_i2t.sum(1, keepdim=True)

@@ -89,7 +89,7 @@ def test_train_to_directory_checks_the_output_before_training(tmp_path: Path, mo
 
 
 def test_interrupted_training_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
-    def interrupted(cfg: RunConfig, *, progress: bool, metrics_path: Path):
+    def interrupted(cfg: RunConfig, *, progress: bool, metrics_path: Path, on_eval=None):
         metrics_path.write_text('{"step": 1}\n')
         raise KeyboardInterrupt
 

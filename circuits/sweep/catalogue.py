@@ -1,0 +1,184 @@
+"""The experiments catalogue: every reproduction of the project as a sweep spec in ``experiments/``.
+
+A spec with an ``[experiment]`` table is an entry (its name is the file name)::
+
+    [experiment]
+    title = "Fig. 4(a): ..."                 # what it reproduces
+    paper = "Fig. 4(a), Sec. 4"
+    claim = "unseen-pair accuracy rises with N_pair ..."   # the paper's words, shown beside ours
+    table = ["unseen_pair", "ablate.EP.unseen_pair"]        # columns of the markdown table
+    [experiment.paper_values]                 # the paper's numbers, a row of that table
+    "ablate.EP.unseen_pair" = "55% / 61%"
+    [experiment.figure]                       # circuits.sweep.figures: lines | heatmap | bars
+    kind = "lines"
+    x = "world.n_pair_labels"
+    line = "world.n_pair_positions"
+    metrics = ["single_object", "seen_pair", "unseen_pair"]
+
+`reproduce(name)` runs the sweep (resumably), then the spec's ``[analyze]``, and writes
+``OUT/results.json``, ``OUT/results.md`` (the table beside the paper's numbers) and
+``OUT/figure.html``. ``quick=True`` uses the spec's ``[quick]`` profile (a smoke test).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from circuits.sweep.spec import SweepError, SweepSpec
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+DEFAULT_OUT = Path("runs") / "reproduce"
+
+
+@dataclass
+class Entry:
+    name: str
+    path: Path
+    spec: SweepSpec
+
+    @property
+    def title(self) -> str:
+        return self.spec.experiment.get("title", self.name)
+
+    @property
+    def paper(self) -> str:
+        return self.spec.experiment.get("paper", "")
+
+    def profile(self, quick: bool) -> SweepSpec:
+        return self.spec.profile("quick") if quick else self.spec
+
+
+def entries(directory: Path = EXPERIMENTS) -> list[Entry]:
+    """Every spec in ``directory`` with an ``[experiment]`` table, by name."""
+    found = []
+    for path in sorted(directory.glob("*.toml")):
+        spec = SweepSpec.load(path)
+        if spec.experiment:
+            found.append(Entry(path.stem, path, spec))
+    return found
+
+
+def get(name: str, directory: Path = EXPERIMENTS) -> Entry:
+    known = entries(directory)
+    for entry in known:
+        if entry.name == name:
+            return entry
+    raise SweepError(f"unknown experiment {name!r}; the catalogue has {', '.join(e.name for e in known)} (lenscli reproduce --list)")
+
+
+def estimate_seconds(spec: SweepSpec, jobs: int | None = None) -> float:
+    """Rough wall time of training ``spec``'s runs on this many cores (`circuits.config.estimate_resources`,
+    calibrated on the default model on one thread of an idle 2-core machine; analysis not counted)."""
+    from circuits.config import estimate_resources
+
+    runs = spec.expand()
+    total = sum(estimate_resources(r.cfg).step_seconds * r.cfg.train.steps for r in runs)
+    return total / max(1, min(jobs or os.cpu_count() or 1, len(runs)))
+
+
+def reproduce(name: str, *, quick: bool = False, out: str | os.PathLike[str] | None = None, jobs: int | None = None,
+              ensemble: Any = 1, backend: str = "local", address: str | None = None, force: bool = False,
+              progress: bool = True, directory: Path = EXPERIMENTS) -> dict[str, Any]:
+    """Run catalogue entry ``name`` into ``out`` (default ``runs/reproduce/NAME[-quick]``); returns results.json's content."""
+    from circuits.sweep.analyze import analyze_sweep
+    from circuits.sweep.layout import load_results, write_atomic
+    from circuits.sweep.run import run_sweep
+
+    entry = get(name, directory)
+    spec = entry.profile(quick)
+    out = Path(out) if out is not None else DEFAULT_OUT / (name + ("-quick" if quick else ""))
+    summary = run_sweep(spec, out, jobs=jobs, ensemble=ensemble, backend=backend, address=address, force=force, progress=progress)
+    analysis = spec.analyze
+    if analysis and summary.total > len(summary.failed):
+        analyze_sweep(out, ablate=analysis.get("ablate", []), bias=bool(analysis.get("bias", False)), jobs=jobs, progress=progress)
+    frame = load_results(out)
+    result = {"name": name, "title": entry.title, "paper": entry.paper, "claim": entry.spec.experiment.get("claim", ""),
+              "profile": "quick" if quick else "full", "spec": str(entry.path), "summary": summary.line(),
+              "failed": summary.failed, "groups": _groups(frame, _table_columns(entry, frame)),
+              "runs": json.loads(frame.to_json(orient="records"))}  # NaN -> null
+    out = Path(os.path.abspath(out))
+    write_atomic(out / "results.json", json.dumps(result, indent=1, allow_nan=False) + "\n")
+    write_atomic(out / "results.md", markdown(entry, result, frame))
+    _write_figure(entry, frame, out / "figure.html")
+    if summary.failed:
+        raise SweepError(f"{len(summary.failed)} of {summary.total} runs failed (see {out / 'failed'}); the others are in {out / 'results.json'}")
+    return result
+
+
+def _table_columns(entry: Entry, frame) -> list[str]:
+    cols = entry.spec.experiment.get("table", ["single_object", "seen_pair", "unseen_pair"])
+    return [c for c in cols if c in frame.columns]
+
+
+def _groups(frame, columns: list[str]) -> list[dict[str, Any]]:
+    from circuits.sweep.layout import summarize
+
+    if not columns or not (frame["status"] == "done").any():
+        return []
+    table = summarize(frame, metrics=columns)
+    by = list(frame.attrs.get("swept", []))
+    rows = []
+    for index, rec in table.iterrows():
+        key = index if isinstance(index, tuple) else (index,)
+        row = dict(zip(by, key)) if by else {}
+        for c in columns:
+            std = rec[(c, "std")]
+            mean = rec[(c, "mean")]
+            row[c] = {"mean": None if math.isnan(mean) else float(mean), "std": None if math.isnan(std) else float(std),
+                      "n": int(rec[(c, "count")])}
+        rows.append(row)
+    return rows
+
+
+def _cell(stat: dict) -> str:
+    if stat["mean"] is None:
+        return "n/a"
+    if stat["std"] is None:
+        return f"{stat['mean']:.3f}"
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def markdown(entry: Entry, result: dict[str, Any], frame) -> str:
+    """The results table (mean ± std over seeds per group) with the paper's numbers as a last row."""
+    by = list(frame.attrs.get("swept", []))
+    columns = _table_columns(entry, frame)
+    lines = [f"# {entry.title}", "", f"Paper: {entry.paper}." if entry.paper else "", ""]
+    if result["claim"]:
+        lines += [f"The paper says: \"{result['claim']}\"", ""]
+    lines += [f"Profile: {result['profile']} (spec `{entry.path.name}`). {result['summary']}", ""]
+    header = [*by, "n", *columns]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in result["groups"]:
+        n = row[columns[0]]["n"] if columns else 0
+        lines.append("| " + " | ".join([*(str(row[k]) for k in by), str(n), *(_cell(row[c]) for c in columns)]) + " |")
+    paper = entry.spec.experiment.get("paper_values", {})
+    if paper:
+        lines.append("| " + " | ".join(["paper", *([""] * len(by)), *(str(paper.get(c, "")) for c in columns)][:len(header)]) + " |")
+    lines += ["", "Accuracies are fractions (mean ± std over seeds); `n` is the number of finished runs per row."]
+    return "\n".join(lines) + "\n"
+
+
+def _write_figure(entry: Entry, frame, path: Path) -> None:
+    from circuits.report import _write_html, figures_html
+    from circuits.sweep import figures as F
+
+    spec = dict(entry.spec.experiment.get("figure", {}))
+    if not spec or not (frame["status"] == "done").any():
+        return
+    kind = spec.pop("kind", "lines")
+    title = entry.title
+    if kind == "lines":
+        fig = F.metric_lines(frame, spec["x"], spec.get("metrics", ["unseen_pair"]), line=spec.get("line"), title=title,
+                             x_category=spec.get("x_category", False))
+    elif kind == "heatmap":
+        fig = F.metric_heatmap(frame, spec["x"], spec["y"], spec.get("metric", "unseen_pair"), title=title)
+    elif kind == "bars":
+        fig = F.metric_bars(frame, spec["by"], spec["columns"], title=title, names=spec.get("names"))
+    else:
+        raise SweepError(f"{entry.path}: unknown figure kind {kind!r} (lines, heatmap, bars)")
+    _write_html(figures_html([fig], title), path, force=True)
