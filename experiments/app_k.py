@@ -8,7 +8,7 @@ gradient score of EP+PP (term ~ a*col + b*row + c on the CLS row) beside the hea
 
 from __future__ import annotations
 
-from worlds_common import config, entry, mean_std, pct
+from worlds_common import reproduce_main, config, entry, mean_std, pct
 
 import circuits
 from circuits.evaluation import evaluate
@@ -45,5 +45,12 @@ def run(quick: bool, seeds: list[int]):
     return rows, "\n".join(md)
 
 
+EXPERIMENT = {"name": "app-k", "title": "App. K: the 2D 4x4 grid, accuracies and 2D gradient score of EP+PP", "paper": "App. K, Fig. 20", "time": "~15 s / ~5 min (3 seeds)"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return reproduce_main(EXPERIMENT["name"], run, argv)
+
+
 if __name__ == "__main__":
-    entry("app-k", run)
+    entry(main)

@@ -9,7 +9,7 @@ at most 0.5, top-2 captions about the right pair. Chance for an order-blind mode
 
 from __future__ import annotations
 
-from worlds_common import config, entry, pct
+from worlds_common import reproduce_main, config, entry, pct
 
 import circuits
 from circuits.failures import failure_analysis
@@ -28,5 +28,12 @@ def run(quick: bool, seeds: list[int]):
     return rows, "\n".join(md)
 
 
+EXPERIMENT = {"name": "app-l", "title": "App. L: a 1-layer text encoder with bidirectional captions (strict 0, relaxed <= 0.5)", "paper": "App. L, Fig. 21", "time": "~20 s / ~3 min (3 seeds)"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return reproduce_main(EXPERIMENT["name"], run, argv)
+
+
 if __name__ == "__main__":
-    entry("app-l", run)
+    entry(main)

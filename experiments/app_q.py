@@ -8,7 +8,7 @@ accuracies and the monotonicity and slope of EP, PP, BP and EP+PP on the CLS row
 
 from __future__ import annotations
 
-from worlds_common import config, entry, mean_std, pct
+from worlds_common import reproduce_main, config, entry, mean_std, pct
 
 import circuits
 from circuits.evaluation import evaluate
@@ -32,5 +32,12 @@ def run(quick: bool, seeds: list[int]):
     return rows, "\n".join(md)
 
 
+EXPERIMENT = {"name": "app-q", "title": "App. Q: 2-layer vision encoder, accuracies and layer-0 term gradients", "paper": "App. Q", "time": "~55 s / ~6 min (3 seeds)"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return reproduce_main(EXPERIMENT["name"], run, argv)
+
+
 if __name__ == "__main__":
-    entry("app-q", run)
+    entry(main)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 
-from worlds_common import config, entry, pct
+from worlds_common import reproduce_main, config, entry, pct
 
 import circuits
 from circuits.evaluation import evaluate
@@ -54,5 +54,12 @@ def run(quick: bool, seeds: list[int]):
     return rows, "\n".join(md)
 
 
+EXPERIMENT = {"name": "fig25", "title": "App. P: single-head models (Fig. 24) and all 14 head subsets, pruned and retrained (Fig. 25)", "paper": "App. P, Figs. 24-25", "time": "~60 s / ~16 min"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return reproduce_main(EXPERIMENT["name"], run, argv)
+
+
 if __name__ == "__main__":
-    entry("fig25", run)
+    entry(main)

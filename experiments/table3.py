@@ -9,7 +9,7 @@ random-ranking reference 20 %).
 
 from __future__ import annotations
 
-from worlds_common import config, entry, pct
+from worlds_common import reproduce_main, config, entry, pct
 
 import circuits
 from circuits.ablate import Ablation
@@ -42,5 +42,12 @@ def run(quick: bool, seeds: list[int]):
     return rows, "\n".join(md)
 
 
+EXPERIMENT = {"name": "table3", "title": "Bidirectional captions, 2-layer text: Table 2 lower half and the Table 3 failure analysis", "paper": "App. M, Tables 2-3", "time": "~50 s / ~10 min (3 seeds)"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return reproduce_main(EXPERIMENT["name"], run, argv)
+
+
 if __name__ == "__main__":
-    entry("table3", run)
+    entry(main)

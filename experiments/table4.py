@@ -9,7 +9,7 @@ EP / PP / BP / EP+PP+BP in every head of vision layer 0 (our CHOICE; the paper's
 
 from __future__ import annotations
 
-from worlds_common import config, entry, mean_std, pct
+from worlds_common import reproduce_main, config, entry, mean_std, pct
 
 import circuits
 from circuits.ablate import Ablation, ablated
@@ -57,5 +57,12 @@ def run(quick: bool, seeds: list[int]):
     return rows, "\n".join(md)
 
 
+EXPERIMENT = {"name": "table4", "title": "Three-object world: transfer and joint training with false-negative masking", "paper": "App. N, Table 4", "time": "~160 s / ~25 min (3 seeds)"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return reproduce_main(EXPERIMENT["name"], run, argv)
+
+
 if __name__ == "__main__":
-    entry("table4", run)
+    entry(main)

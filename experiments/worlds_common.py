@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from circuits.config import RunConfig
+from circuits.errors import CircuitsError
 from circuits.runtime import run_script, set_threads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,16 +52,21 @@ def pct(values: list[float]) -> str:
     return f"{m:.0f}%" if len(values) == 1 else f"{m:.0f} ± {statistics.stdev(values) * 100:.0f}%"
 
 
-def main(name: str, run: Callable[[bool, list[int]], tuple[list[dict], str]], argv: list[str] | None = None,
-         default_seeds: int = 1) -> int:
-    parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
+def reproduce_main(name: str, run: Callable[[bool, list[int]], tuple[list[dict], str]], argv: list[str] | None = None,
+                   default_seeds: int = 1) -> int:
+    """Parse ``--quick`` / ``--seeds`` / ``--out`` / ``--force``, run, write results.json and
+    results.md (never over an earlier result without ``--force``)."""
+    parser = argparse.ArgumentParser(prog=f"lenscli reproduce {name}", description=sys.modules[run.__module__].__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny models, few steps (CI smoke test, <~30 s)")
     parser.add_argument("--seeds", type=int, default=default_seeds, help="training seeds 0..S-1")
     parser.add_argument("--out", type=Path, default=None, help="output directory")
+    parser.add_argument("--force", action="store_true", help="replace results already in the output directory")
     args = parser.parse_args(argv)
     set_threads(1)
     out = args.out or (ROOT / "runs" / name / "quick" if args.quick else ROOT / "experiments" / "results" / name)
+    if (out / "results.json").exists() and not args.force:
+        raise CircuitsError(f"{out} already holds results; pass --force to replace them or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rows, markdown = run(args.quick, list(range(1 if args.quick else args.seeds)))
@@ -71,11 +77,12 @@ def main(name: str, run: Callable[[bool, list[int]], tuple[list[dict], str]], ar
     tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str) + "\n")
     tmp.replace(out / "results.json")
     note = f"\n_{meta['profile']} profile, {len(set(r.get('seed', 0) for r in rows))} seed(s), {seconds:.0f} s._\n"
-    (out / f"{name}.md").write_text(markdown + note)
+    (out / "results.md").write_text(markdown + note)
     print(markdown + note)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
-def entry(name: str, run, default_seeds: int = 1) -> None:
-    sys.exit(run_script(lambda argv: main(name, run, argv, default_seeds)))
+def entry(main: Callable[[list[str] | None], int]) -> None:
+    """Run a script's ``main`` as lenscli runs a command (one-line errors, exit 2)."""
+    sys.exit(run_script(main))

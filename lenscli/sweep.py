@@ -161,14 +161,24 @@ def reproduce(
     from circuits.sweep.catalogue import reproduce as reproduce_
 
     if list_:
-        rows = [{"name": e.name, "paper": e.paper, "runs (quick / full)": f"{len(e.profile(True).expand())} / {len(e.spec.expand())}",
-                 "est. training, 2 cores (quick / full)": f"{estimate_seconds(e.profile(True), 2):.0f} s / {estimate_seconds(e.spec, 2) / 60:.0f} min"}
-                for e in entries()]
+        rows = [_catalogue_row(e, estimate_seconds) for e in entries()]
         _print_rows(rows, list(rows[0]) if rows else [], title="lenscli reproduce NAME [--quick] [--out DIR]")
         return
     if name is None:
         raise SweepError("give an experiment name, or --list to see the catalogue")
     result = reproduce_(name, quick=quick, out=out, jobs=jobs, ensemble=_ensemble(ensemble), force=force, progress=not quiet)
-    where = Path(result["spec"]).name
-    typer.echo(f"{result['summary']}\n{name} ({where}): results.json, results.md, figure.html in "
-               f"{out or Path('runs/reproduce') / (name + ('-quick' if quick else ''))}")
+    where = out or Path("runs/reproduce") / (name + ("-quick" if quick else ""))
+    if "summary" in result:  # a sweep entry
+        typer.echo(f"{result['summary']}\n{name} ({Path(result['spec']).name}): results.json, results.md, figure.html in {where}")
+    else:
+        typer.echo(f"{name}: results.json, results.md in {where}")
+
+
+def _catalogue_row(e, estimate_seconds) -> dict:
+    from circuits.sweep.catalogue import ScriptEntry
+
+    if isinstance(e, ScriptEntry):
+        return {"name": e.name, "paper": e.paper, "runs (quick / full)": f"script {e.path.name}",
+                "est. training, 2 cores (quick / full)": e.time}
+    return {"name": e.name, "paper": e.paper, "runs (quick / full)": f"{len(e.profile(True).expand())} / {len(e.spec.expand())}",
+            "est. training, 2 cores (quick / full)": f"{estimate_seconds(e.profile(True), 2):.0f} s / {estimate_seconds(e.spec, 2) / 60:.0f} min"}

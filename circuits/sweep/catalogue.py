@@ -18,6 +18,11 @@ A spec with an ``[experiment]`` table is an entry (its name is the file name)::
 `reproduce(name)` runs the sweep (resumably), then the spec's ``[analyze]``, and writes
 ``OUT/results.json``, ``OUT/results.md`` (the table beside the paper's numbers) and
 ``OUT/figure.html``. ``quick=True`` uses the spec's ``[quick]`` profile (a smoke test).
+
+An experiment that is not a grid of trainings (pruning, failure analysis, several model kinds)
+is a script ``experiments/NAME.py`` with a module-level ``EXPERIMENT = {"name", "title",
+"paper"}`` literal and ``main(argv) -> int`` taking ``--quick``, ``--seeds``, ``--out`` and
+``--force`` (`ScriptEntry`); it writes ``OUT/results.json`` and ``OUT/results.md`` too.
 """
 
 from __future__ import annotations
@@ -53,17 +58,57 @@ class Entry:
         return self.spec.profile("quick") if quick else self.spec
 
 
-def entries(directory: Path = EXPERIMENTS) -> list[Entry]:
-    """Every spec in ``directory`` with an ``[experiment]`` table, by name."""
-    found = []
+@dataclass
+class ScriptEntry:
+    """An experiment written as a script (see the module docstring)."""
+
+    name: str
+    path: Path
+    title: str
+    paper: str
+    time: str = ""  # measured / estimated wall time of the quick and full profiles, as the script states it
+
+    def run(self, *, quick: bool, out: Path, force: bool) -> int:
+        """Import the script (its folder on ``sys.path`` for its shared helpers) and run its ``main``."""
+        import importlib.util
+        import sys
+
+        folder = str(self.path.parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        spec = importlib.util.spec_from_file_location(f"experiments_{self.path.stem}", self.path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module.main([*(["--quick"] if quick else []), "--out", str(out), *(["--force"] if force else [])])
+
+
+def script_metadata(path: Path) -> dict[str, str] | None:
+    """The ``EXPERIMENT`` literal of a script, read without importing it (None if it has none)."""
+    import ast
+
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "EXPERIMENT" for t in node.targets):
+            return ast.literal_eval(node.value)
+    return None
+
+
+def entries(directory: Path = EXPERIMENTS) -> list[Entry | ScriptEntry]:
+    """Every spec in ``directory`` with an ``[experiment]`` table and every script with an
+    ``EXPERIMENT``, by name."""
+    found: list[Entry | ScriptEntry] = []
     for path in sorted(directory.glob("*.toml")):
         spec = SweepSpec.load(path)
         if spec.experiment:
             found.append(Entry(path.stem, path, spec))
-    return found
+    for path in sorted(directory.glob("*.py")):
+        meta = script_metadata(path)
+        if meta:
+            found.append(ScriptEntry(meta["name"], path, meta.get("title", meta["name"]), meta.get("paper", ""), meta.get("time", "")))
+    return sorted(found, key=lambda e: e.name)
 
 
-def get(name: str, directory: Path = EXPERIMENTS) -> Entry:
+def get(name: str, directory: Path = EXPERIMENTS) -> Entry | ScriptEntry:
     known = entries(directory)
     for entry in known:
         if entry.name == name:
@@ -90,8 +135,14 @@ def reproduce(name: str, *, quick: bool = False, out: str | os.PathLike[str] | N
     from circuits.sweep.run import run_sweep
 
     entry = get(name, directory)
-    spec = entry.profile(quick)
     out = Path(out) if out is not None else DEFAULT_OUT / (name + ("-quick" if quick else ""))
+    if isinstance(entry, ScriptEntry):
+        if jobs is not None or ensemble != 1 or backend != "local" or address is not None:
+            raise SweepError(f"{name} is a script, not a sweep: --jobs, --ensemble, --backend and --address do not apply")
+        if entry.run(quick=quick, out=out, force=force) != 0:
+            raise SweepError(f"{name} failed")
+        return json.loads((out / "results.json").read_text())
+    spec = entry.profile(quick)
     summary = run_sweep(spec, out, jobs=jobs, ensemble=ensemble, backend=backend, address=address, force=force, progress=progress)
     analysis = spec.analyze
     if analysis and summary.total > len(summary.failed):

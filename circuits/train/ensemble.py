@@ -25,7 +25,7 @@ import torch
 
 from circuits.checkpoint import Run, resolve_device
 from circuits.config import RunConfig
-from circuits.evaluate import evaluate
+from circuits.evaluation import evaluate
 from circuits.models import HookedCLIP
 from circuits.runtime import preflight, threads
 from circuits.tasks import build_task

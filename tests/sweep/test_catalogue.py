@@ -7,13 +7,36 @@ import json
 
 import pytest
 
-from circuits.sweep.catalogue import entries, reproduce
+from circuits.sweep import SweepError
+from circuits.sweep.catalogue import Entry, ScriptEntry, entries, reproduce, script_metadata
 
-NAMES = [e.name for e in entries()]
+NAMES = [e.name for e in entries() if isinstance(e, Entry)]
+SCRIPTS = [e.name for e in entries() if isinstance(e, ScriptEntry)]
 
 
 def test_the_catalogue_has_the_papers_entries():
     assert {"fig3", "fig4a", "app-c", "table2-left"} <= set(NAMES)
+    assert {"app-k", "app-l", "app-q", "fig25", "table3", "table4"} <= set(SCRIPTS)
+
+
+def test_a_script_entry_is_read_without_importing_it(tmp_path):
+    (tmp_path / "boom.py").write_text('raise SystemExit("imported")\nEXPERIMENT = {"name": "boom", "paper": "App. Z"}\n')
+    assert script_metadata(tmp_path / "boom.py") == {"name": "boom", "paper": "App. Z"}
+    assert [(e.name, e.paper) for e in entries(tmp_path)] == [("boom", "App. Z")]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_a_script_entrys_quick_profile_writes_results_and_refuses_to_overwrite_them(name, tmp_path):
+    result = reproduce(name, quick=True, out=tmp_path / name, progress=False)
+    assert result["meta"]["profile"] == "quick" and result["rows"]
+    assert "paper" in (tmp_path / name / "results.md").read_text().lower()
+    with pytest.raises(Exception, match="already holds results; pass --force"):
+        reproduce(name, quick=True, out=tmp_path / name, progress=False)
+
+
+def test_sweep_options_do_not_apply_to_a_script_entry(tmp_path):
+    with pytest.raises(SweepError, match="is a script, not a sweep"):
+        reproduce(SCRIPTS[0], quick=True, out=tmp_path, jobs=2, progress=False)
 
 
 @pytest.mark.parametrize("name", NAMES)
