@@ -123,15 +123,17 @@ def rope(ckpt: CheckpointOption, split: SplitOption = "unseen_pair", as_json: Js
     if as_json:
         typer.echo(json.dumps(r.to_dict()))
         return
-    n = len(r.consistency)
-    far = max(r.bias_gradient)
-    _print_table(
-        f"RoPE mechanisms of the vision encoder, layer 0, {split}",
-        ["head", "|P_L - P_R|", "consistent", "b_K=0", "b_K=0, PC1", "PC1 var", "r_eff .9/.95/.99", "|cos(PC1, W_K sv1)|",
-         "a_m Spearman", "a_m majority", "g at δ=1", f"g at δ={far}"],
-        [[f"H{h}", r.argmax_left_minus_right[h], r.consistency[h], r.consistency_no_bias[h], r.consistency_pc1[h],
-          r.explained_variance[h][0], "/".join(str(r.effective_rank[t][h]) for t in r.effective_rank), r.pc1_alignment[h],
-          r.a_spearman[h], r.a_majority_sign[h], r.bias_gradient[1][0][h], r.bias_gradient[far][0][h]] for h in range(n)])
+    n, far = len(r.consistency), max(r.bias_gradient)
+    _print_table(f"Consistency condition Δ·Δ' > 0 per head, vision layer 0, {split} (Fig. 19a)",
+                 ["head", "|P_L - P_R|", "full", "b_K = 0", "b_K = 0, keys on PC1"],
+                 [[f"H{h}", r.argmax_left_minus_right[h], r.consistency[h], r.consistency_no_bias[h], r.consistency_pc1[h]]
+                  for h in range(n)])
+    _print_table("Key geometry and the two mechanisms (Fig. 19b-e)",
+                 ["head", "PC1 var", "r_eff " + "/".join(str(t) for t in r.effective_rank), "PC1·W_K", "a_m ρ",
+                  "a_m maj.", "g δ=1", f"g δ={far}"],
+                 [[f"H{h}", r.explained_variance[h][0], "/".join(str(r.effective_rank[t][h]) for t in r.effective_rank),
+                   r.pc1_alignment[h], r.a_spearman[h], r.a_majority_sign[h], r.bias_gradient[1][0][h],
+                   r.bias_gradient[far][0][h]] for h in range(n)])
 
 
 def text_attention(ckpt: CheckpointOption, layer: Annotated[int, typer.Option("--layer", "-l")] = 0,
