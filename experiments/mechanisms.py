@@ -21,6 +21,7 @@ from pathlib import Path
 import circuits
 from circuits.align import initial_model, rotation_alignment
 from circuits.errors import CircuitsError
+from circuits.pair_bias import app_g_summary
 from circuits.phases import training_phases
 from circuits.runtime import DEFAULT_THREADS, run_script, set_threads
 from circuits.stat_checks import bias_checks, gradient_terms
@@ -41,6 +42,8 @@ def analyse(path: Path, permutations: int = 200) -> dict:
         out["align"].pop(key)
     out["phases"] = training_phases(run.history).to_dict()
     out["checks"] = bias_checks(model, probe)
+    g = app_g_summary(model, probe)
+    out["app_g"] = {k: v for k, v in g.to_dict().items() if k not in ("pairs", "per_pair")}
     out["gradient_terms"] = {k: v for k, v in gradient_terms(model, probe).items() if k != "terms"}
     text = text_attention_bias(model, task.probe("unseen_pair", "text").tokens)
     out["text_bias"] = {"bias": text.bias, "sign_agreement": text.sign_agreement, "mean": text.mean}
@@ -82,6 +85,14 @@ def markdown(results: list[dict]) -> str:
         signs = [h["ep_sign_matches_bias"] for h in c if h["ep_sign_matches_bias"] is not None]
         lines.append(f"| {Path(r['checkpoint']).name} | {' · '.join(_f(h['argmax_difference']) + '/' + _f(h['relational']) for h in c)} | "
                      f"{_f(max(gaps)) if gaps else 'n/a'} | {sum(signs)}/{len(signs)} | {', '.join(r['gradient_terms']['with_gradient']) or 'none'} |")
+    lines += ["", "## App. G picture: argmax proportions left / right / other per head, EP Spearman", "",
+              "| run | unseen-pair acc | per head: left/right/other | EP ρ per head | no consistent bias (App. G) |", "|---|---|---|---|---|"]
+    for r in results:
+        g = r["app_g"]
+        mono = " · ".join(_f(m) for m in g["ep_monotonicity"]) if g["ep_monotonicity"] is not None else "n/a"
+        lines.append(f"| {Path(r['checkpoint']).name} | {_f(r['final'].get('unseen_pair'))} | "
+                     f"{' · '.join(f'{a:.2f}/{b:.2f}/{c:.2f}' for a, b, c in zip(g['left'], g['right'], g['other']))} | {mono} | "
+                     f"{g['no_consistent_bias']} |")
     lines += ["", "## Text encoder [EOT] bias (Sec. 6.1, Fig. 6): subject − object attention per head (sign agreement over 20 captions)", "",
               "| run | H0 | H1 | H2 | H3 |", "|---|---|---|---|---|"]
     for r in results:

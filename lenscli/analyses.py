@@ -156,14 +156,16 @@ def text_attention(ckpt: CheckpointOption, layer: Annotated[int, typer.Option("-
 
 def checks(ckpt: CheckpointOption, split: SplitOption = "unseen_pair", as_json: JsonOption = False, threads: ThreadsOption = None) -> None:
     """Consistency between statistics: |P_left - P_right| vs the relational fraction, EP slope sign
-    vs bias (Fig. 4c/5d, App. F), and which layer-0 terms carry a gradient (App. R)."""
+    vs bias (Fig. 4c/5d, App. F), which layer-0 terms carry a gradient (App. R), and whether the
+    model looks like App. G's non-generalizing one (per-label-pair argmax proportions)."""
     run = _load(ckpt, threads)
+    from circuits.pair_bias import app_g_summary
     from circuits.stat_checks import bias_checks, gradient_terms
 
     probe = run.task.probe(split)
-    rows, terms = bias_checks(run.model, probe), gradient_terms(run.model, probe)
+    rows, terms, app_g = bias_checks(run.model, probe), gradient_terms(run.model, probe), app_g_summary(run.model, probe)
     if as_json:
-        typer.echo(json.dumps({"heads": rows, "gradient_terms": terms}))
+        typer.echo(json.dumps({"heads": rows, "gradient_terms": terms, "app_g": app_g.to_dict()}))
         return
     _print_table(f"Consistency of the head statistics, vision layer 0, {split}",
                  ["head", "|P_L - P_R|", "relational", "gap", "EP slope", "EP sign = bias"],
@@ -171,6 +173,8 @@ def checks(ckpt: CheckpointOption, split: SplitOption = "unseen_pair", as_json: 
                   for r in rows])
     typer.echo(f"terms with |Spearman| >= {terms['threshold']} in some head: {', '.join(terms['with_gradient']) or 'none'} "
                f"(key-position terms: {', '.join(terms['key_position_terms'])})")
+    typer.echo(f"App. G picture (every head |P_L - P_R| < 0.2 and |EP Spearman| < 0.5): {app_g.no_consistent_bias}; "
+               f"per-pair std of P_left per head: {', '.join(f'{x:.2f}' for x in app_g.pair_std_left)}")
 
 
 def register(app: typer.Typer) -> None:
