@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from lenscli.common import CheckpointOption, JsonOption, ThreadsOption, require_checkpoint, use_threads, user_errors
+from lenscli.common import (CheckpointOption, JsonOption, ThreadsOption, require_checkpoint, require_free, use_threads,
+                            user_errors)
 
+HtmlOption = Annotated[Optional[Path], typer.Option("--html", help="Also write the figure to this self-contained HTML file.",
+                                                     show_default=False)]
+ForceOption = Annotated[bool, typer.Option("--force", help="Overwrite an existing --html file.")]
 SplitOption = Annotated[str, typer.Option("--split", help="Two-object split: unseen_pair, seen_pair or train_pair.")]
 
 
@@ -41,8 +45,17 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _load(ckpt: Path, threads: int | None):
+def _write_figure(figure, html: Path | None, title: str, force: bool) -> None:
+    if html is not None:
+        from circuits.report import write_figures
+
+        typer.echo(f"figures: {write_figures([figure], html, title=title, force=force)}", err=True)
+
+
+def _load(ckpt: Path, threads: int | None, html: Path | None = None, force: bool = False):
     require_checkpoint(ckpt)
+    if html is not None:
+        require_free(html, force)
     use_threads(threads)
     from circuits.checkpoint import load
 
@@ -56,16 +69,22 @@ def align(
     raw_norms: Annotated[bool, typer.Option("--raw-norms", help="Fit on the embeddings as they are (default: unit rows).")] = False,
     direction: Annotated[str, typer.Option("--direction", help="vision_to_text or text_to_vision.")] = "vision_to_text",
     as_json: JsonOption = False,
+    html: HtmlOption = None,
+    force: ForceOption = False,
     threads: ThreadsOption = None,
 ) -> None:
     """Rotation alignment of vision and text token embeddings, fitted on the training labels and
     scored on the held-out ones, with the permutation and initialisation nulls (Sec. 6.2, Fig. 7)."""
-    run = _load(ckpt, threads)
+    run = _load(ckpt, threads, html, force)
     from circuits.align import initial_model, rotation_alignment
 
     task = run.task
     result = rotation_alignment(run.model, task.train_labels, task.heldout_labels, unit=not raw_norms, proper=proper,
                                 direction=direction, n_permutations=permutations, init_model=initial_model(run.cfg, task))
+    if html is not None:
+        from circuits.viz_mechanisms import alignment_heatmaps
+
+        _write_figure(alignment_heatmaps(result), html, f"Token-embedding alignment of {ckpt}", force)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
         return
@@ -89,12 +108,20 @@ def phases(
     fraction: Annotated[float, typer.Option("--fraction", help="t3: unseen-pair at this fraction of its final value.")] = 0.9,
     window: Annotated[float, typer.Option("--window", help="Half-width of the loss-bump windows, as a fraction of the run.")] = 0.05,
     as_json: JsonOption = False,
+    html: HtmlOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Training phases t1 <= t2 <= t3 and the loss bumps near t1 and t2, from metrics.jsonl (App. D, Fig. 11)."""
     require_checkpoint(ckpt)
+    if html is not None:
+        require_free(html, force)
     from circuits.phases import training_phases
 
     p = training_phases(ckpt, tau=tau, unseen_fraction=fraction, window=window)
+    if html is not None:
+        from circuits.viz_mechanisms import phases_figure
+
+        _write_figure(phases_figure(ckpt, p), html, f"Training phases of {ckpt}", force)
     if as_json:
         typer.echo(json.dumps(p.to_dict()))
         return
@@ -105,7 +132,8 @@ def phases(
     typer.echo(f"consecutive (t1 <= t2 <= t3): {p.consecutive}")
 
 
-def rope(ckpt: CheckpointOption, split: SplitOption = "unseen_pair", as_json: JsonOption = False, threads: ThreadsOption = None) -> None:
+def rope(ckpt: CheckpointOption, split: SplitOption = "unseen_pair", as_json: JsonOption = False, html: HtmlOption = None,
+         force: ForceOption = False, threads: ThreadsOption = None) -> None:
     """App. J.3 on a rotary vision encoder: consistency (full, b_K = 0, PC1 keys), bias gradient g_ij,
     key PCA, effective rank of W_K, PC1 alignment and a_m profiles (Figs. 18-19)."""
     require_checkpoint(ckpt)
@@ -116,10 +144,14 @@ def rope(ckpt: CheckpointOption, split: SplitOption = "unseen_pair", as_json: Js
         raise CircuitsError(
             f"{ckpt} has a vision encoder with positional={read_config(ckpt).model.vision.positional!r}: the RoPE analyses "
             "need 'rotary'; for learned positions the consistency condition is the relational split of `lenscli bias`")
-    run = _load(ckpt, threads)
+    run = _load(ckpt, threads, html, force)
     from circuits.rope import rope_analysis
 
     r = rope_analysis(run.model, run.task.probe(split))
+    if html is not None:
+        from circuits.viz_mechanisms import consistency_bars
+
+        _write_figure(consistency_bars(r), html, f"RoPE consistency of {ckpt}", force)
     if as_json:
         typer.echo(json.dumps(r.to_dict()))
         return

@@ -82,7 +82,8 @@ def test_rope_json_is_the_library_result(rotary_ckpt: Path) -> None:
     out = json.loads(run("rope", "--ckpt", rotary_ckpt, "--json"))
     r = load(rotary_ckpt)
     assert_tree_close(out, json.loads(json.dumps(rope_analysis(r.model, r.task.probe("unseen_pair")).to_dict())), rel=1e-5, abs=1e-6)
-    assert "RoPE mechanisms" in run("rope", "--ckpt", rotary_ckpt)
+    table = run("rope", "--ckpt", rotary_ckpt)
+    assert "Consistency condition" in table and "Key geometry" in table
 
 
 def test_rope_on_a_learned_position_model_says_what_applies_instead(ckpt: Path) -> None:
@@ -93,3 +94,12 @@ def test_rope_on_a_learned_position_model_says_what_applies_instead(ckpt: Path) 
 def test_tables_render_and_json_parses(ckpt: Path, command: str) -> None:
     assert run(command, "--ckpt", ckpt).strip()
     assert json.loads(run(command, "--ckpt", ckpt, "--json"))
+
+
+@pytest.mark.parametrize("command", ["align", "phases", "rope"])
+def test_html_writes_the_figure_and_refuses_to_overwrite(ckpt: Path, rotary_ckpt: Path, tmp_path: Path, command: str) -> None:
+    target = rotary_ckpt if command == "rope" else ckpt
+    html = tmp_path / "fig.html"
+    run(command, "--ckpt", target, "--html", html)
+    assert html.read_text().count("plotly") > 0
+    assert "--force" in user_error(command, "--ckpt", target, "--html", html)
