@@ -66,10 +66,10 @@ def app_g_summary(model: Model, probe: Probe, bias_threshold: float = 0.2, monot
     pairs, per_pair = argmax_by_pair(model, probe)
     _, row = _pooled_row(model, probe, 0)
     argmax = row.pattern.argmax(-1).cpu()
-    left = (argmax == probe.first[:, None]).float().mean(0)
-    right = (argmax == probe.second[:, None]).float().mean(0)
+    is_left, is_right = argmax == probe.first[:, None], argmax == probe.second[:, None]
+    left, right, other = (m.float().mean(0) for m in (is_left, is_right, ~is_left & ~is_right))
     ep = term_name(E, P)
     mono = term_gradient(model, probe, 0, terms=(ep,))[ep].monotonicity if ep in row.terms else None
     ok = bool(((left - right).abs() < bias_threshold).all()) and (mono is None or all(abs(m) < monotonic_threshold for m in mono))
-    return AppG(left.tolist(), right.tolist(), (1 - left - right).tolist(), per_pair[..., 0].std(0, correction=0).tolist(),
+    return AppG(left.tolist(), right.tolist(), other.tolist(), per_pair[..., 0].std(0, correction=0).tolist(),
                 per_pair[..., 1].std(0, correction=0).tolist(), mono, ok, pairs, per_pair.tolist())
