@@ -187,13 +187,14 @@ def clean_stale(parent: Path) -> list[Path]:
             pid_number = int(pid)
         except (OSError, ValueError):
             continue
-        if owner_host == host and pid_number != os.getpid() and not _alive(pid_number):
+        if owner_host == host and pid_number != os.getpid() and not process_alive(pid_number):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (signal 0)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -384,8 +384,8 @@ def write_report(
     """Write `build_report` to ``path`` atomically (a temporary file in the same directory,
     then renamed into place) and return the path. An existing file is only replaced with
     ``force``; otherwise `ReportError`, and nothing is written."""
-    _check_free(path, force)
-    return _write_html(build_report(run, title=title, headline=headline), path, force)
+    check_free(path, force)
+    return write_html(build_report(run, title=title, headline=headline), path, force)
 
 
 def figures_html(figures: Sequence[go.Figure], title: str, after: str = "") -> str:
@@ -402,11 +402,12 @@ def figures_html(figures: Sequence[go.Figure], title: str, after: str = "") -> s
 
 def write_figures(figures: Sequence[go.Figure], path: PathLike, *, title: str = "circuits figures", force: bool = False) -> Path:
     """`figures_html` written to ``path`` like `write_report` (atomic; no overwrite without ``force``)."""
-    _check_free(path, force)
-    return _write_html(figures_html(figures, title), path, force)
+    check_free(path, force)
+    return write_html(figures_html(figures, title), path, force)
 
 
-def _check_free(path: PathLike, force: bool) -> None:
+def check_free(path: PathLike, force: bool) -> None:
+    """Raise `ReportError` unless ``path`` may be written (not a directory; absent, or ``force``)."""
     target = Path(os.path.abspath(path))
     if target.is_dir():
         raise ReportError(f"{target} is a directory; give a file name such as {target / 'report.html'}")
@@ -419,7 +420,8 @@ def _exists(target: Path) -> ReportError:
                        cli=f"{target} exists; pass --force to overwrite it or choose another path")
 
 
-def _write_html(document: str, path: PathLike, force: bool) -> Path:
+def write_html(document: str, path: PathLike, force: bool) -> Path:
+    """Write ``document`` to ``path`` atomically (temporary file, then rename; no clobbering without ``force``)."""
     target = Path(os.path.abspath(path))
     data = document.encode("utf-8")
     try:

@@ -110,7 +110,7 @@ def head_bias(
     P terms (rotary or no positional embedding), or past layer 0 (see the module docstring), the
     relational fields are None and ``relational_note`` says why.
     """
-    layer, row = _pooled_row(model, probe, layer)
+    layer, row = probe_row(model, probe, layer)
     note = ""
     if any(key_source(t) == H for t in row.terms):
         note = f"layer {layer} keys carry earlier layers' output (source H): the split D = D_pos + D_tok is exact at layer 0 only"
@@ -170,7 +170,7 @@ def _valid_keys(row: PooledRow) -> Tensor:
     return torch.isfinite(row.scores)  # [n, head, k]: unmasked keys
 
 
-def _pooled_row(model: Model, probe: Probe, layer: int) -> tuple[int, PooledRow]:
+def probe_row(model: Model, probe: Probe, layer: int) -> tuple[int, PooledRow]:
     """(layer, the probe's query row of every term of that layer)."""
     enc = get_encoder(model, probe.encoder)
     layer = check_layer(enc, layer)
@@ -196,7 +196,7 @@ def term_spread(
     """Per term (default: `default_terms`), per head: mean over inputs of the term's standard
     deviation across the unmasked keys of the pooled row, divided by the mean standard
     deviation of the full scores (App. E, Fig. 13)."""
-    _, row = _pooled_row(model, probe, layer)
+    _, row = probe_row(model, probe, layer)
     return _spread(row, terms or default_terms(row.terms))
 
 
@@ -228,7 +228,7 @@ def term_gradient(
 ) -> dict[str, Gradient]:
     """Monotonicity and slope of each term (default: `default_terms`) along the key columns of
     the probe's query row (pixel columns for vision, words X / relation / Y for text)."""
-    _, row = _pooled_row(model, probe, layer)
+    _, row = probe_row(model, probe, layer)
     return _gradients(probe, row, terms or default_terms(row.terms))
 
 
@@ -239,7 +239,7 @@ def _gradients(probe: Probe, row: PooledRow, names: list[str] | tuple[str, ...])
     for name in names:
         y = row.combine(name)[:, :, keys.to(row.scores.device)].cpu()  # [n, head, keys]
         out[name] = Gradient(
-            monotonicity=_spearman(y, x).mean(0).tolist(),
+            monotonicity=spearman(y, x).mean(0).tolist(),
             slope=_slope(y, x).mean(0).tolist(),
             profile=_column_profile(y, x).tolist(),
         )
@@ -254,7 +254,7 @@ def spread_and_gradients(
     gradient_terms: tuple[str, ...] | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, Gradient]]:
     """`term_spread` and `term_gradient` from one decomposition (the same numbers, half the cost)."""
-    _, row = _pooled_row(model, probe, layer)
+    _, row = probe_row(model, probe, layer)
     default = default_terms(row.terms)
     return _spread(row, spread_terms or default), _gradients(probe, row, gradient_terms or default)
 
@@ -288,7 +288,8 @@ def _pearson(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(denom > 0, (a * b).sum(-1) / denom.clamp_min(1e-30), torch.zeros_like(denom))
 
 
-def _spearman(y: Float[Tensor, "n head k"], x: Float[Tensor, " k"]) -> Float[Tensor, "n head"]:
+def spearman(y: Float[Tensor, "n head k"], x: Float[Tensor, " k"]) -> Float[Tensor, "n head"]:
+    """Spearman rank correlation of each row of ``y`` with ``x`` (ties share their mean rank)."""
     return _pearson(_ranks(y), _ranks(x).expand_as(y))
 
 
@@ -336,7 +337,7 @@ def gradient_2d(
     |a| >> |b| for EP+PP in the heads that carry the L/R bias."""
     if probe.rows is None:
         raise CircuitsError("the 2D gradient score needs a probe with row coordinates (a 2D world's vision probe)")
-    _, prow = _pooled_row(model, probe, layer)
+    _, prow = probe_row(model, probe, layer)
     keys = (probe.columns >= 0).nonzero()[:, 0]
     col, row = probe.columns[keys].float(), probe.rows[keys].float()
     out = {}

@@ -355,6 +355,8 @@ def _list(values: tuple[int, ...] | None) -> str:
     return "all" if values is None else ",".join(map(str, values))
 
 
+from lenscli.analyses import register as register_analyses  # noqa: E402  (align, phases, rope, text-attention, checks)
+register_analyses(app)
 
 from lenscli import worlds  # noqa: E402  (prune, failures: App. M, P)
 

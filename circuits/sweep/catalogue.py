@@ -215,7 +215,7 @@ def markdown(entry: Entry, result: dict[str, Any], frame) -> str:
 
 
 def _write_figure(entry: Entry, frame, path: Path) -> None:
-    from circuits.report import _write_html, figures_html
+    from circuits.report import write_html, figures_html
     from circuits.sweep import figures as F
 
     spec = dict(entry.spec.experiment.get("figure", {}))
@@ -232,4 +232,4 @@ def _write_figure(entry: Entry, frame, path: Path) -> None:
         fig = F.metric_bars(frame, spec["by"], spec["columns"], title=title, names=spec.get("names"))
     else:
         raise SweepError(f"{entry.path}: unknown figure kind {kind!r} (lines, heatmap, bars)")
-    _write_html(figures_html([fig], title), path, force=True)
+    write_html(figures_html([fig], title), path, force=True)

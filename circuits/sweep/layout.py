@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from circuits.atomic import OWNER, TMP_TAG, _alive
+from circuits.atomic import OWNER, TMP_TAG, process_alive
 from circuits.checkpoint import CONFIG, read_metrics
 from circuits.errors import CircuitsError
 from circuits.sweep.spec import SEED, SweepError, SweepSpec
@@ -127,7 +127,7 @@ class SweepDir:
         for tmp in (self.path / RUNS).glob(f".{run_id}.{TMP_TAG}-*"):
             try:
                 owner_host, pid = (tmp / OWNER).read_text().split()
-                if owner_host != host or _alive(int(pid)):
+                if owner_host != host or process_alive(int(pid)):
                     return True
             except (OSError, ValueError):
                 continue

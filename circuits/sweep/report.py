@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from circuits.report import _check_free, _write_html, figures_html, html_table
+from circuits.report import check_free, write_html, figures_html, html_table
 from circuits.sweep.layout import load_results, summarize
 
 SPLITS = ("single_object", "seen_pair", "unseen_pair")
@@ -52,11 +52,11 @@ def write_sweep_report(out: str | os.PathLike[str], path: str | os.PathLike[str]
     """Write the sweep's page (figures, the mean ± std table, one row per run) to ``path``
     (default OUT/report.html); an existing file is replaced only with ``force``."""
     path = Path(path) if path is not None else Path(out) / "report.html"
-    _check_free(path, force)
+    check_free(path, force)
     frame = load_results(out)
     figs = sweep_figures(frame) if figures is None else figures
     swept = list(frame.attrs.get("swept", []))
     runs = frame[[c for c in ["run_id", "status", *swept, "seed", *SPLITS, "train_seconds", "error"] if c in frame.columns]]
     after = ("<h2>Mean ± std over seeds</h2>" + (html_table(summary_rows(frame)) if (frame["status"] == "done").any() else "<p>(no finished run)</p>")
              + "<h2>Runs</h2>" + html_table(runs.to_dict("records")))
-    return _write_html(figures_html(figs, title or f"Sweep {Path(out).name}", after=after), path, force)
+    return write_html(figures_html(figs, title or f"Sweep {Path(out).name}", after=after), path, force)

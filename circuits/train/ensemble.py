@@ -95,13 +95,16 @@ def train_ensemble(
         shape = models[0]
         histories: list[list[dict]] = [[] for _ in cfgs]
         start = time.perf_counter()
+        pending: list[torch.Tensor] = []  # every step's losses [K], kept on the device until a row is written
         for n in range(1, tc.steps + 1):
             losses = vmapped_grad_step(shape, _dense_loss, params, buffers, batch, optimizer)
+            pending.append(losses.detach())
             if n % tc.eval_every == 0 or n == tc.steps:
+                step_losses, pending = torch.stack(pending).T.tolist(), []  # [K][steps], as `fit(step_losses=True)`
                 for k, (model, world) in enumerate(zip(models, worlds)):
                     load_member(model, params, buffers, k)
                     row = {"step": n, "loss": losses[k].item(), "scale": model.scale.item(),
-                           **evaluate(model, world, world.split_names)}
+                           **evaluate(model, world, world.split_names), "step_losses": step_losses[k]}
                     row["seconds"] = round(time.perf_counter() - start, 3)
                     histories[k].append(row)
                     if metrics_paths is not None:

@@ -55,6 +55,7 @@ def fit(
     progress: bool = True,
     show: Sequence[str] = (),
     step: Step = optimizer_step,
+    step_losses: bool = False,
 ) -> list[Metrics]:
     """Train ``model`` for ``steps`` steps; return the metrics rows (one per evaluation).
 
@@ -63,6 +64,8 @@ def fit(
     ``{"step", "loss", **evaluate(model), "seconds"}`` is recorded ("loss" is that step's
     training loss, "seconds" since the start); it is appended to ``metrics_path`` (JSON lines)
     and passed to ``log``. The progress bar shows the loss and the row's keys in ``show``.
+    With ``step_losses`` the row also holds ``"step_losses"``: the training loss of every step
+    since the previous row, this one included (kept on the device, read once per row; App. D).
 
     Your own model and loss, with the toolkit's loop, metrics file and progress bar::
 
@@ -88,13 +91,17 @@ def fit(
     An object with a ``loss(model, batch)`` method (an `Objective`, e.g. `ClipObjective`) works
     in place of ``mse``; `full_batch(data)` gives the whole data every step.
     """
-    loss_fn, batch_iter, history = loss_function(objective), iter(batches), []
+    loss_fn, batch_iter, history, pending = loss_function(objective), iter(batches), [], []
     start = time.perf_counter()
     bar = tqdm(range(1, steps + 1), desc="train", disable=not progress, dynamic_ncols=True)
     for n in bar:
         loss = step(model, loss_fn, next(batch_iter), optimizer)
+        if step_losses:
+            pending.append(loss.detach())
         if n % eval_every == 0 or n == steps:
             row = {"step": n, "loss": loss.item(), **(evaluate(model) if evaluate is not None else {})}
+            if step_losses:
+                row["step_losses"], pending = torch.stack(pending).tolist(), []
             row["seconds"] = round(time.perf_counter() - start, 3)
             history.append(row)
             if metrics_path is not None:
@@ -168,7 +175,7 @@ def train(
     history = fit(
         model, ClipObjective(pooled_only, tc.loss), batches(data, tc.batch_size, seed=tc.seed), make_optimizer(model, tc), tc.steps,
         evaluate=lambda m: {"scale": m.scale.item(), **evaluate(m, world, world.split_names)}, eval_every=tc.eval_every,
-        log=on_eval, metrics_path=metrics_path, progress=progress, show=world.eval_splits,
+        log=on_eval, metrics_path=metrics_path, progress=progress, show=world.eval_splits, step_losses=True,
     )
     model.eval()
     return Run(cfg, model, world, history, seconds=time.perf_counter() - start)

@@ -105,3 +105,15 @@ def test_circuits_train_is_the_package_and_train_model_the_recipe():
 
     assert circuits.train.loss is loss_module
     assert circuits.train_model is circuits.train.train
+
+
+def test_step_losses_hold_every_steps_loss_since_the_previous_row(regression):
+    model, data = regression
+    twin = torch.nn.Linear(3, 1)
+    twin.load_state_dict(model.state_dict())
+    history = fit(model, mse, full_batch(data), torch.optim.SGD(model.parameters(), lr=0.1), 5, eval_every=2,
+                  progress=False, step_losses=True)
+    plain = fit(twin, mse, full_batch(data), torch.optim.SGD(twin.parameters(), lr=0.1), 5, eval_every=1, progress=False)
+    assert [len(r["step_losses"]) for r in history] == [2, 2, 1]
+    assert [x for r in history for x in r["step_losses"]] == pytest.approx([r["loss"] for r in plain])
+    assert all(r["step_losses"][-1] == r["loss"] for r in history)

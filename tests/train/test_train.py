@@ -16,7 +16,7 @@ from circuits.models import HookedCLIP
 from circuits.train import make_optimizer, train
 
 SPLIT_KEYS = {"train_single", "train_pair", "single_object", "seen_pair", "unseen_pair"}
-ROW_KEYS = {"step", "loss", "scale", "seconds", "label_set"} | SPLIT_KEYS
+ROW_KEYS = {"step", "loss", "step_losses", "scale", "seconds", "label_set"} | SPLIT_KEYS
 
 
 def state(model) -> dict[str, torch.Tensor]:
@@ -78,6 +78,8 @@ def test_metrics_rows_have_the_expected_keys_and_ranges(trained_pair):
         for key in SPLIT_KEYS | {"label_set"}:
             assert 0.0 <= row[key] <= 1.0, key
         assert row["scale"] > 0 and math.isfinite(row["loss"]) and row["seconds"] >= 0
+        assert row["step_losses"][-1] == row["loss"]  # every step's loss since the previous row, this one last
+    assert sum(len(r["step_losses"]) for r in a.history) == a.history[-1]["step"]
     assert a.final == a.history[-1]
 
 
