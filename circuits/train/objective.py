@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from circuits.tasks.captioning import CaptionBatch
 from circuits.train.loss import clip_loss
 
 
@@ -66,3 +67,13 @@ class ClipObjective:
         img = F.normalize(model.encode_image(batch.images, pooled_only=self.pooled_only), dim=-1)
         txt = F.normalize(model.encode_text(batch.captions, pooled_only=self.pooled_only), dim=-1)
         return clip_loss(model.scale * img @ txt.T, batch.truth)
+
+
+@dataclass(frozen=True)
+class CaptionObjective:
+    """Next-token cross-entropy on the caption tokens only ([L] App. O): the logits at the text
+    positions ([BOS] w1 w2 w3) against the targets (w1 w2 w3 [EOT]); vision positions carry no loss."""
+
+    def loss(self, model: nn.Module, batch: CaptionBatch) -> Float[Tensor, ""]:
+        logits = model(batch.tokens)
+        return F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten())
