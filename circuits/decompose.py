@@ -25,16 +25,19 @@ from circuits.errors import CircuitsError
 from circuits.models import HookedCLIP, HookedEncoder
 from circuits.models.terms import parse_expression
 
-ENCODERS = ("vision", "text")
+ENCODERS = ("vision", "text")  # of a CLIP pair; a prefix-LM has "decoder"
 
 
 def get_encoder(model: HookedCLIP | HookedEncoder, encoder: str = "vision") -> HookedEncoder:
-    """The named encoder of a CLIP pair (or the encoder itself)."""
-    if isinstance(model, HookedEncoder):
+    """The named hooked stack of a model (``model.encoders``: vision / text of a CLIP pair, decoder
+    of a prefix-LM), or a bare encoder itself."""
+    named = getattr(model, "encoders", None)
+    if named is None and isinstance(model, HookedEncoder):
         return model
-    if encoder not in ENCODERS:
-        raise CircuitsError(f"unknown encoder {encoder!r}; encoders are {', '.join(ENCODERS)}")
-    return model.encoders[encoder]
+    if encoder not in named:
+        kind = " (a prefix-LM checkpoint)" if "decoder" in named else ""
+        raise CircuitsError(f"unknown encoder {encoder!r}; encoders are {', '.join(named)}{kind}")
+    return named[encoder]
 
 
 def check_layer(enc: HookedEncoder, layer: int) -> int:

@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "circuits.models": 2,
     "circuits.checkpoint": 3, "circuits.evaluate": 3,
     "circuits.train": 4,
-    "circuits.decompose": 5, "circuits.ablate": 5, "circuits.stats": 5,
+    "circuits.decompose": 5, "circuits.ablate": 5, "circuits.stats": 5, "circuits.spatial": 5,
     "circuits.viz": 6, "circuits.report": 6,
     "lenscli": 7,
 }

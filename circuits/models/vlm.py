@@ -16,7 +16,8 @@ decomposition sources are the encoders': E (the vision tokens entering the decod
 positions, the text embedding at text positions), P (learned positions), H, N, B; so
 ``blocks.0.attn.hook_score_EP`` restricted to text queries and vision keys is App. O's Fig. 23.
 
-Hooks of the vision input: ``vision.projector.hook_pre|post``, ``vision.hook_projected``
+Hooks of the vision input: ``vision.projector.hook_pre|post`` (on the table of pixel values,
+[1, d_vocab_vision, ·]: the projector is applied once per value, not per pixel), ``vision.hook_projected``
 (projector output x c, per pixel), ``vision.hook_pooled`` (after pooling),
 ``vision.norm.*`` and ``vision.hook_out`` (what enters the decoder, [batch, n_vision, d_model]).
 """
@@ -112,7 +113,8 @@ class VisionInput(nn.Module):
         return self.cfg.pool_tokens or self.height * self.width
 
     def forward(self, pixels: Int[Tensor, "batch pixels"]) -> Float[Tensor, "batch n_vision d_model"]:
-        x = self.hook_projected(self.projector(self.W_vis[pixels]) * self.cfg.vision_scale)
+        table = self.projector(self.W_vis[None])[0]  # each pixel value once: [d_vocab_vision, d_model]
+        x = self.hook_projected(table[pixels] * self.cfg.vision_scale)
         x = self.hook_pooled(average_pool(x, self.height, self.width, self.cfg.pool_tokens))
         return self.hook_out(self.norm(x))
 
