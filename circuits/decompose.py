@@ -28,12 +28,14 @@ from circuits.models.terms import parse_expression
 ENCODERS = ("vision", "text")  # of a CLIP pair; a prefix-LM has "decoder"
 
 
-def get_encoder(model: HookedCLIP | HookedEncoder, encoder: str = "vision") -> HookedEncoder:
+def get_encoder(model: HookedCLIP | HookedEncoder, encoder: str | None = "vision") -> HookedEncoder:
     """The named hooked stack of a model (``model.encoders``: vision / text of a CLIP pair, decoder
-    of a prefix-LM), or a bare encoder itself."""
+    of a prefix-LM), or a bare encoder itself. ``None``: the model itself if it is one stack
+    (an encoder, a prefix-LM), else the vision encoder."""
     named = getattr(model, "encoders", None)
-    if named is None and isinstance(model, HookedEncoder):
+    if isinstance(model, HookedEncoder) and (named is None or encoder is None):
         return model
+    encoder = "vision" if encoder is None else encoder
     if encoder not in named:
         kind = " (a prefix-LM checkpoint)" if "decoder" in named else ""
         raise CircuitsError(f"unknown encoder {encoder!r}; encoders are {', '.join(named)}{kind}")
@@ -87,10 +89,11 @@ def combine(terms: dict[str, Tensor], expression: str) -> Tensor:
 def decompose(
     model: HookedCLIP | HookedEncoder,
     tokens: Int[Tensor, "batch pos"],
-    encoder: str = "vision",
+    encoder: str | None = None,
     layer: int = 0,
 ) -> Decomposition:
-    """Run the decomposed forward on ``tokens`` and collect layer ``layer``'s terms."""
+    """Run the decomposed forward on ``tokens`` and collect layer ``layer``'s terms (``encoder``:
+    which stack of a CLIP pair, default vision; a bare encoder or prefix-LM is used as it is)."""
     enc = get_encoder(model, encoder)
     layer = check_layer(enc, layer)
     prefix = f"blocks.{layer}.attn."

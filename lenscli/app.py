@@ -37,6 +37,10 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # a bug's traceback should not dump model weights
 )
 
+from lenscli import vlm  # noqa: E402  (the prefix-LM diagnostics: lenscli vlm ...)
+
+app.add_typer(vlm.app, name="vlm")
+
 RUNS_DIR = Path("runs")
 
 

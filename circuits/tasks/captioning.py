@@ -164,6 +164,11 @@ class CaptionTask:
         return Probe(batch.tokens, self.vision_position(data.positions[:, 0]), self.vision_position(data.positions[:, 1]),
                      columns, encoder="decoder", query=n_vis + query, split=split, names=("left", "right"))
 
+    def image_text(self, tokens: Int[Tensor, " seq"]) -> str:
+        """The pixels of one input (its first n_pixels tokens) as the world writes them."""
+        pixels = tokens[: self.cfg.n_pixels]
+        return self.world.image_text(torch.cat([pixels.new_tensor([self.world.vocab.cls]), pixels]))
+
     def position_labels(self, tokens: Int[Tensor, " pos"], encoder: str = "decoder") -> list[str]:
         """``v0 .. v{n-1}`` for the vision tokens, then the words of the text."""
         v = self.world.vocab
