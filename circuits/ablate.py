@@ -39,6 +39,8 @@ class Ablation:
     encoders: tuple[str, ...] = ("vision",)
     layers: tuple[int, ...] | None = None
     heads: tuple[int, ...] | None = None
+    block: tuple[str, str] | None = None  # (query group, key group), e.g. ("text", "vision"): zero only that block
+
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -65,6 +67,30 @@ def _zero(head_dim: int, heads: tuple[int, ...] | None) -> Callable:
     return hook
 
 
+def _zero_block(heads: tuple[int, ...] | None, queries: Tensor, keys: Tensor) -> Callable:
+    """Zero a score term [batch, head, q, k] on the (queries x keys) block of ``heads`` only."""
+
+    def hook(x: Tensor, hook) -> Tensor:
+        keep = torch.ones(x.shape[1:], dtype=x.dtype, device=x.device)
+        h = slice(None) if heads is None else torch.tensor(heads, device=x.device)[:, None, None]
+        q, k = queries.to(x.device)[:, None], keys.to(x.device)[None, :]
+        keep[h, q, k] = 0.0
+        return x * keep
+
+    return hook
+
+
+def _block_positions(enc: HookedEncoder, block: tuple[str, str]) -> tuple[Tensor, Tensor]:
+    groups = getattr(enc, "token_groups", None)
+    if groups is None:
+        raise CircuitsError("a block-restricted ablation needs a model with token groups (a prefix-LM); this encoder has none")
+    named = groups()
+    unknown = [g for g in block if g not in named]
+    if unknown:
+        raise CircuitsError(f"unknown token group {unknown[0]!r}; groups are {', '.join(named)}")
+    return named[block[0]], named[block[1]]
+
+
 def encoder_hooks(enc: HookedEncoder, ablation: Ablation) -> list[Hook]:
     """The forward hooks that implement ``ablation`` on one encoder (validated, clear errors)."""
     layers = range(enc.cfg.n_layers) if ablation.layers is None else [check_layer(enc, l) for l in ablation.layers]
@@ -72,10 +98,13 @@ def encoder_hooks(enc: HookedEncoder, ablation: Ablation) -> list[Hook]:
         bad = [h for h in ablation.heads if not 0 <= h < enc.cfg.n_heads]
         if bad:
             raise CircuitsError(f"unknown head {bad[0]}; this encoder has heads 0..{enc.cfg.n_heads - 1}")
+    if ablation.block is not None and ablation.values:
+        raise CircuitsError("a block-restricted ablation zeroes score terms only; drop the value sources or the block")
+    zero_term = _zero(1, ablation.heads) if ablation.block is None else _zero_block(ablation.heads, *_block_positions(enc, ablation.block))
     hooks: list[Hook] = []
     for layer in layers:
         for term in parse_terms(enc, layer, ablation.terms):
-            hooks.append((f"blocks.{layer}.attn.hook_score_{term}", _zero(1, ablation.heads)))
+            hooks.append((f"blocks.{layer}.attn.hook_score_{term}", zero_term))
         sources = enc.value_sources(layer)
         for source in ablation.values:
             if source not in sources:

@@ -3,7 +3,8 @@
 ::
 
     run/config.json        RunConfig.to_json() (format_version, world = the task, model, train)
-    run/model.safetensors  the HookedCLIP state dict (safetensors: no pickle, safe to share)
+    run/model.safetensors  the model state dict, HookedCLIP or HookedPrefixLM by model.kind
+                           (safetensors: no pickle, safe to share)
     run/metrics.jsonl      one JSON object per evaluation during training (may be empty)
 
 Writing is atomic: everything goes into a fresh hidden sibling directory that is renamed into
@@ -26,7 +27,7 @@ from safetensors import SafetensorError
 from circuits.atomic import atomic_directory  # the lock, temporary sibling, SIGTERM and stale leftovers
 from circuits.config import RunConfig
 from circuits.errors import CheckpointError, ConfigError
-from circuits.models import HookedCLIP
+from circuits.models import HookedCLIP, HookedPrefixLM, build_model
 from circuits.tasks import Task, build_task
 
 CONFIG = "config.json"
@@ -43,7 +44,7 @@ class Run:
     it was trained on (rebuilt from the config), its metrics history and where it is saved."""
 
     cfg: RunConfig
-    model: HookedCLIP
+    model: HookedCLIP | HookedPrefixLM
     task: Task
     history: list[Metrics] = field(default_factory=list)  # one row per evaluation during training
     path: Path | None = None
@@ -81,7 +82,7 @@ def load(directory: PathLike, device: str | torch.device | None = None) -> Run:
     cfg = _read_config(path)
     state = _read_weights(path / WEIGHTS)
     task = build_task(cfg)
-    model = HookedCLIP.for_task(cfg, task)
+    model = build_model(cfg, task)
     _check_state_dict(state, model.state_dict(), path)
     model.load_state_dict(state, strict=True)
     model.eval()

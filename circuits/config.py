@@ -97,7 +97,7 @@ class EncoderConfig:
     d_head: int = 32
     d_mlp: int = 512
     attn_only: bool = True  # no MLP blocks (the paper's simplified model, Sec. 4)
-    normalization: Literal["none", "pre"] = "none"  # "pre": LayerNorm before attn/MLP + final LN
+    normalization: Literal["none", "pre", "pre_rms"] = "none"  # "pre": LayerNorm before attn/MLP + final LN; "pre_rms": RMSNorm (LLaMA-like)
     positional: Literal["learned", "rotary", "none"] = "learned"
     rotary_base: float = 10000.0
     qkv_bias: bool = True
@@ -110,7 +110,7 @@ class EncoderConfig:
     # TransformerLens names, read by `transformer_lens.ActivationCache` (views of the fields above)
     @property
     def normalization_type(self) -> str | None:
-        return "LN" if self.normalization == "pre" else None
+        return {"pre": "LN", "pre_rms": "RMS"}.get(self.normalization)
 
     @property
     def positional_embedding_type(self) -> str:
@@ -130,13 +130,38 @@ def _text() -> EncoderConfig:
 
 
 @dataclass
+class DecoderConfig(EncoderConfig):
+    """The prefix-LM toy VLM of [L] App. O / [B] (``model.kind = "prefix_lm"``): vision tokens,
+    an MLP projector, and a decoder (the `EncoderConfig` fields) under a prefix mask.
+
+    Paper numbers ([L] App. O): 2 layers, attention-only, learned positions, frozen random
+    vision tokens without positions, an MLP projector. Everything else is our CHOICE, listed in
+    docs/config.md. ``mask`` is ignored: the decoder always uses `Prefix` over the vision tokens.
+    """
+
+    n_layers: int = 2
+    mask: Literal["bidirectional", "causal"] = "causal"
+    vision_source: Literal["frozen_random"] = "frozen_random"  # [B] B0; clip_tokens: not yet
+    vision_init_std: float = 0.1  # frozen vision table N(0, std^2) (CHOICE, A13)
+    projector: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"  # LLaVA's Linear -> GELU -> Linear
+    vision_scale: float = 1.0  # c: fixed multiplier of the projector output ([B] B0/B2)
+    vision_norm: Literal["none", "match_code", "match_mean"] = "none"  # [B] Sec. 5.2 / B5
+    norm_target_mean: float | None = None  # match_*: target norm; None = measured text-embedding mean at init
+    norm_max: float | None = None  # match_code clip; None = measured text-embedding max at init
+    pool_tokens: int | None = None  # average-pool the vision tokens to this many ([B] Sec. 3.2); None = D
+
+
+@dataclass
 class ModelConfig:
-    """The CLIP pair: two encoders, a text projection and a learnable logit scale."""
+    """The model: the CLIP pair (``kind="clip"``: two encoders, a text projection and a learnable
+    logit scale) or the prefix-LM toy VLM (``kind="prefix_lm"``: the ``decoder`` section)."""
 
     vision: EncoderConfig = field(default_factory=_vision)
     text: EncoderConfig = field(default_factory=_text)
     logit_scale_init: float = math.log(1 / 0.07)
     logit_scale_max: float = 100.0  # the learned scale exp(s) is clamped to at most this
+    kind: Literal["clip", "prefix_lm"] = "clip"
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
 
 @dataclass
@@ -192,12 +217,16 @@ class RunConfig:
         """Raise `ConfigError` (one line) for any impossible or out-of-range setting."""
         self.world.validate()
         t = self.train
-        for name, enc in (("vision", self.model.vision), ("text", self.model.text)):
+        _check(self.model.kind in ("clip", "prefix_lm"), f"model.kind must be 'clip' or 'prefix_lm' (got {self.model.kind!r})")
+        for name, enc in (("vision", self.model.vision), ("text", self.model.text), ("decoder", self.model.decoder)):
             p = f"model.{name}"
             for key in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp"):
                 _check(getattr(enc, key) >= 1, f"{p}.{key} must be >= 1 (got {getattr(enc, key)})")
             _check(enc.mask in ("bidirectional", "causal"), f"{p}.mask must be 'bidirectional' or 'causal' (got {enc.mask!r})")
-            _check(enc.normalization in ("none", "pre"), f"{p}.normalization must be 'none' or 'pre' (got {enc.normalization!r})")
+            _check(
+                enc.normalization in ("none", "pre", "pre_rms"),
+                f"{p}.normalization must be 'none', 'pre' or 'pre_rms' (got {enc.normalization!r})",
+            )
             _check(
                 enc.positional in ("learned", "rotary", "none"),
                 f"{p}.positional must be 'learned', 'rotary' or 'none' (got {enc.positional!r})",
@@ -214,6 +243,7 @@ class RunConfig:
                 enc.init_weight_std is None or enc.init_weight_std > 0,
                 f"{p}.init_weight_std must be > 0 or null (got {enc.init_weight_std})",
             )
+        self._validate_decoder()
         _check(self.model.logit_scale_max > 0, f"model.logit_scale_max must be > 0 (got {self.model.logit_scale_max})")
         _check(t.steps >= 0, f"train.steps must be >= 0 (got {t.steps})")
         _check(t.lr > 0, f"train.lr must be > 0 (got {t.lr})")
@@ -228,6 +258,25 @@ class RunConfig:
             t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda") or t.device == "mps",
             f"train.device must be 'auto', 'cpu', 'cuda[:N]' or 'mps' (got {t.device!r})",
         )
+
+
+    def _validate_decoder(self) -> None:
+        d, w = self.model.decoder, self.world
+        _check(d.vision_scale > 0, f"model.decoder.vision_scale must be > 0 (got {d.vision_scale})")
+        _check(d.vision_init_std > 0, f"model.decoder.vision_init_std must be > 0 (got {d.vision_init_std})")
+        for key in ("norm_target_mean", "norm_max"):
+            v = getattr(d, key)
+            _check(v is None or v > 0, f"model.decoder.{key} must be > 0 or null (got {v})")
+        if d.pool_tokens is not None:
+            s = d.pool_tokens
+            if w.height == 1:
+                ok = s >= 1 and w.width % s == 0
+                rule = f"a divisor of world.width={w.width}"
+            else:
+                side = math.isqrt(max(s, 0))
+                ok = s >= 1 and side * side == s and w.height % side == 0 and w.width % side == 0
+                rule = f"a square s*s with s dividing world.height={w.height} and world.width={w.width}"
+            _check(ok, f"model.decoder.pool_tokens must be {rule} (got {s}): pooled bins are equal-sized")
 
 
 def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:

@@ -25,17 +25,20 @@ from circuits.errors import CircuitsError
 from circuits.models import HookedCLIP, HookedEncoder
 from circuits.models.terms import parse_expression
 
-def get_encoder(model: nn.Module, encoder: str = "vision") -> HookedEncoder:
-    """The encoder an analysis runs on: the named one of a CLIP pair (any module with an
-    ``encoders`` mapping), or the one `HookedEncoder` of a bare encoder or of a module that
-    holds exactly one (an encoder with a readout head, say; ``encoder`` is then not used)."""
-    if isinstance(model, HookedEncoder):
+def get_encoder(model: nn.Module, encoder: str | None = "vision") -> HookedEncoder:
+    """The hooked stack an analysis runs on: the named one of a model with an ``encoders``
+    mapping (vision / text of a CLIP pair, decoder of a prefix-LM), a bare encoder itself, or the
+    one `HookedEncoder` of a module that holds exactly one (an encoder with a readout head, say;
+    ``encoder`` is then not used). ``None``: the model itself if it is one stack, else "vision"."""
+    named = getattr(model, "encoders", None)
+    if isinstance(model, HookedEncoder) and (named is None or encoder is None):
         return model
-    encoders = getattr(model, "encoders", None)
-    if encoders is not None:
-        if encoder not in encoders:
-            raise CircuitsError(f"unknown encoder {encoder!r}; encoders are {', '.join(encoders)}")
-        return encoders[encoder]
+    if named is not None:
+        encoder = "vision" if encoder is None else encoder
+        if encoder not in named:
+            kind = " (a prefix-LM checkpoint)" if "decoder" in named else ""
+            raise CircuitsError(f"unknown encoder {encoder!r}; encoders are {', '.join(named)}{kind}")
+        return named[encoder]
     found = [m for m in model.modules() if isinstance(m, HookedEncoder)]
     if len(found) != 1:
         raise CircuitsError(
@@ -92,10 +95,11 @@ def combine(terms: dict[str, Tensor], expression: str) -> Tensor:
 def decompose(
     model: HookedCLIP | HookedEncoder,
     tokens: Int[Tensor, "batch pos"],
-    encoder: str = "vision",
+    encoder: str | None = None,
     layer: int = 0,
 ) -> Decomposition:
-    """Run the decomposed forward on ``tokens`` and collect layer ``layer``'s terms."""
+    """Run the decomposed forward on ``tokens`` and collect layer ``layer``'s terms (``encoder``:
+    which stack of a CLIP pair, default vision; a bare encoder or prefix-LM is used as it is)."""
     enc = get_encoder(model, encoder)
     layer = check_layer(enc, layer)
     prefix = f"blocks.{layer}.attn."

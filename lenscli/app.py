@@ -41,6 +41,9 @@ from lenscli import sweep as _sweep  # noqa: E402  (sweep and reproduce commands
 
 app.add_typer(_sweep.app)
 app.command("reproduce")(_sweep.reproduce)
+from lenscli import vlm  # noqa: E402  (the prefix-LM diagnostics: lenscli vlm ...)
+
+app.add_typer(vlm.app, name="vlm")
 
 RUNS_DIR = Path("runs")
 

@@ -183,3 +183,25 @@ def assert_tree_close(actual, expected, rel: float = 1e-6, abs: float = 1e-9) ->
         assert actual == pytest.approx(expected, rel=rel, abs=abs)
     else:
         assert actual == expected
+
+
+# ------------------------------------------------------------------ prefix-LM toy VLM
+TINY_VLM = {
+    "model.kind": "prefix_lm", "world.width": 6, "world.n_labels": 6, "world.n_pair_labels": 4,
+    "world.n_single_positions": 4, "world.n_pair_positions": 8,
+    "model.decoder.d_model": 32, "model.decoder.d_head": 8, "model.decoder.n_heads": 4,
+    "train.steps": 300, "train.eval_every": 300, "train.lr": 3e-3, "train.device": "cpu",
+}
+
+
+def tiny_vlm_config(**overrides) -> RunConfig:
+    """A 6-pixel world and a 2-layer width-32 prefix-LM: trains in a few seconds."""
+    return RunConfig().with_overrides({**TINY_VLM, **overrides})
+
+
+@pytest.fixture(scope="session")
+def trained_vlm():
+    """A `Run` of the tiny prefix-LM, trained once per session."""
+    from circuits.train import train
+
+    return train(tiny_vlm_config(), progress=False)

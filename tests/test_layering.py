@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "circuits.models": 2,
     "circuits.checkpoint": 3, "circuits.evaluation": 3,
     "circuits.train": 4,
-    "circuits.decompose": 5, "circuits.ablate": 5, "circuits.stats": 5,
+    "circuits.decompose": 5, "circuits.ablate": 5, "circuits.stats": 5, "circuits.spatial": 5,
     "circuits.prune": 5, "circuits.failures": 5, "circuits.align": 5, "circuits.consistency": 5,
     "circuits.pair_bias": 5, "circuits.phases": 5, "circuits.rope": 5, "circuits.stat_checks": 5, "circuits.text_bias": 5,
     "circuits.viz": 6, "circuits.report": 6, "circuits.viz_mechanisms": 6,

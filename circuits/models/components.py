@@ -73,10 +73,41 @@ class LayerNorm(nn.Module):
         return out
 
 
-class MLP(nn.Module):
-    def __init__(self, d_model: int, d_mlp: int):
+class RMSNorm(nn.Module):
+    """Pre-RMSNorm (LLaMA): ``w * x / scale`` with ``scale = sqrt(mean(x^2) + eps)``; TransformerLens'
+    ``hook_scale`` / ``hook_normalized``. No bias, so its decomposition adds no source."""
+
+    def __init__(self, d_model: int, eps: float = 1e-6):
         super().__init__()
-        self.W_in = nn.Parameter(torch.empty(d_model, d_mlp))
+        self.eps = eps
+        self.w = nn.Parameter(torch.ones(d_model))
+        self.hook_scale = HookPoint()  # [batch, pos, 1]
+        self.hook_normalized = HookPoint()  # [batch, pos, d_model]
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        return self._forward_with_scale(x)[0]
+
+    def _forward_with_scale(self, x: Tensor, read_only: bool = False) -> tuple[Tensor, Tensor]:
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        normalized = x / scale * self.w
+        if read_only:
+            return fire_read_only(self.hook_normalized, normalized), scale
+        return self.hook_normalized(normalized), scale
+
+    def decompose(self, sources: Sources) -> Sources:
+        """Exact split of RMSNorm(sum of sources): each source times ``w / scale``, with the
+        scale of the whole stream (linear given the scale, so the parts sum exactly)."""
+        _, scale = self._forward_with_scale(sum(sources.values()), read_only=True)
+        return {name: s / scale * self.w for name, s in sources.items()}
+
+
+class MLP(nn.Module):
+    """``gelu(x W_in + b_in) W_out + b_out``; ``d_in`` (default ``d_model``) lets it map between
+    widths (the VLM's projector)."""
+
+    def __init__(self, d_model: int, d_mlp: int, d_in: int | None = None):
+        super().__init__()
+        self.W_in = nn.Parameter(torch.empty(d_model if d_in is None else d_in, d_mlp))
         self.b_in = nn.Parameter(torch.zeros(d_mlp))
         self.W_out = nn.Parameter(torch.empty(d_mlp, d_model))
         self.b_out = nn.Parameter(torch.zeros(d_model))

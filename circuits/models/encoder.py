@@ -35,7 +35,7 @@ from circuits.config import EncoderConfig
 from circuits.errors import CircuitsError
 from circuits.models.attention import Attention
 from circuits.models.masks import AttentionMask, make_mask
-from circuits.models.components import MLP, Embed, LayerNorm, Sources, fan_in_std, init_normal_
+from circuits.models.components import MLP, Embed, LayerNorm, RMSNorm, Sources, fan_in_std, init_normal_
 from circuits.models.positional import make_pos_embed
 from circuits.models.terms import E, H, N, P
 
@@ -50,16 +50,29 @@ class NoNorm(nn.Module):
         return sources
 
 
+def make_norm(cfg: EncoderConfig) -> nn.Module:
+    """The pre-norm of ``cfg.normalization``: LayerNorm ("pre"), RMSNorm ("pre_rms") or none."""
+    if cfg.normalization == "pre":
+        return LayerNorm(cfg.d_model)
+    if cfg.normalization == "pre_rms":
+        return RMSNorm(cfg.d_model)
+    return NoNorm()
+
+
+def norm_sources(cfg: EncoderConfig) -> list[str]:
+    """Sources a pre-norm adds to the attention input: N (the LayerNorm bias) for "pre"."""
+    return [N] if cfg.normalization == "pre" else []
+
+
 class TransformerBlock(nn.Module):
     def __init__(
         self, cfg: EncoderConfig, n_ctx: int, layer: int, stream_sources: list[str], mask: AttentionMask | None = None
     ):
         super().__init__()
-        pre_ln = cfg.normalization == "pre"
-        self.ln1 = LayerNorm(cfg.d_model) if pre_ln else NoNorm()
-        self.attn = Attention(cfg, n_ctx, [*stream_sources, *([N] if pre_ln else [])], mask)
+        self.ln1 = make_norm(cfg)
+        self.attn = Attention(cfg, n_ctx, [*stream_sources, *norm_sources(cfg)], mask)
         self.mlp = None if cfg.attn_only else MLP(cfg.d_model, cfg.d_mlp)
-        self.ln2 = LayerNorm(cfg.d_model) if pre_ln and self.mlp is not None else NoNorm()
+        self.ln2 = make_norm(cfg) if self.mlp is not None else NoNorm()
         self.dropout = nn.Dropout(cfg.dropout)
         self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
         self.hook_attn_out = HookPoint()  # [batch, pos, d_model]
@@ -155,7 +168,7 @@ class HookedEncoder(HookedRootModule):
         self.blocks = nn.ModuleList(
             TransformerBlock(cfg, n_ctx, layer, self.stream_sources(layer), self.mask) for layer in range(cfg.n_layers)
         )
-        self.ln_final = LayerNorm(cfg.d_model) if cfg.normalization == "pre" else NoNorm()
+        self.ln_final = make_norm(cfg)
         self.hook_pooled = HookPoint()  # [batch, d_model]
         self.init_weights(generator if generator is not None else torch.Generator().manual_seed(0))
         self.setup()
@@ -229,17 +242,25 @@ class HookedEncoder(HookedRootModule):
         sources = {E: self.hook_embed(self.embed(tokens))}
         if self.pos_embed is not None:
             sources[P] = self.hook_pos_embed(self.pos_embed(tokens))
-        if decompose:
-            for block in self.blocks:
-                sources = block.forward_decomposed(sources)
-            resid = self.ln_final(sum(sources.values()))
-            return self.hook_pooled(resid[:, self.pool_index])
+        if not pooled_only or decompose:
+            return self.hook_pooled(self.stream(sources, decompose)[:, self.pool_index])
         resid = sum(sources.values())
         for layer, block in enumerate(self.blocks):
             last = layer == len(self.blocks) - 1
-            resid = block(resid, self.pool_index if pooled_only and last else None)
-        resid = self.ln_final(resid)
-        return self.hook_pooled(resid[:, 0] if pooled_only else resid[:, self.pool_index])
+            resid = block(resid, self.pool_index if last else None)
+        return self.hook_pooled(self.ln_final(resid)[:, 0])
+
+    def stream(self, sources: Sources, decompose: bool = False) -> Float[Tensor, "batch pos d_model"]:
+        """The final residual stream (after ``ln_final``) at every position, from the input
+        sources (E, P); ``decompose`` runs the blocks' term-by-term path."""
+        if decompose:
+            for block in self.blocks:
+                sources = block.forward_decomposed(sources)
+            return self.ln_final(sum(sources.values()))
+        resid = sum(sources.values())
+        for block in self.blocks:
+            resid = block(resid)
+        return self.ln_final(resid)
 
     def _input_table(self, n: int) -> Float[Tensor, "vocab pos d_model"]:
         """Residual stream entering layer 0 for every (token, position) pair."""

@@ -67,10 +67,13 @@ class Task(Protocol):
 
 
 def build_task(cfg: Any) -> Task:
-    """The task a `RunConfig` describes (today: the spatial-relation `World` of ``cfg.world``)."""
+    """The task a `RunConfig` describes: the spatial-relation `World` of ``cfg.world``, read by
+    retrieval (``model.kind="clip"``) or captioned (``"prefix_lm"``, `CaptionTask`)."""
     from circuits.data.world import World
+    from circuits.tasks.captioning import CaptionTask
 
-    return World(cfg.world)
+    world = World(cfg.world)
+    return CaptionTask(world, cfg.model.decoder.pool_tokens) if cfg.model.kind == "prefix_lm" else world
 
 
 def check_split(task: Task, split: str) -> str:

@@ -22,11 +22,12 @@ from circuits.checkpoint import Run, resolve_device
 from circuits.config import RunConfig, TrainConfig
 from circuits.data import World
 from circuits.evaluation import evaluate
-from circuits.models import HookedCLIP
+from circuits.models import build_model
 from circuits.runtime import training_entry
 from circuits.tasks import build_task
 from circuits.train.batches import batches
-from circuits.train.objective import ClipBatch, ClipObjective, LossFn, ObjectiveLike, loss_function
+from circuits.tasks import Task
+from circuits.train.objective import CaptionObjective, ClipBatch, ClipObjective, LossFn, ObjectiveLike, loss_function
 
 Metrics = dict[str, float]
 Step = Callable[[nn.Module, LossFn, Any, torch.optim.Optimizer], Tensor]
@@ -147,6 +148,17 @@ def clip_batch(world: World, device: torch.device) -> ClipBatch:
     return ClipBatch(data.images, world.captions.to(device)[caption_ids], truth, chosen)
 
 
+def training_setup(
+    cfg: RunConfig, task: Task, device: torch.device, pooled_only: bool = True
+) -> tuple[ObjectiveLike, Any, Callable[[nn.Module], Metrics]]:
+    """(objective, training batch, extra metrics of a model) for ``cfg.model.kind``: the CLIP
+    loss on the world's images and captions (plus the logit scale), or the caption loss of a
+    prefix-LM on its teacher-forced sequences. The one place the recipe depends on the kind."""
+    if cfg.model.kind == "prefix_lm":
+        return CaptionObjective(), task.train_batch(device), lambda m: {}
+    return ClipObjective(pooled_only, cfg.train.loss), clip_batch(task, device), lambda m: {"scale": m.scale.item()}
+
+
 @training_entry  # checks threads, device and size first; runs with train.threads threads
 def train(
     cfg: RunConfig,
@@ -156,9 +168,10 @@ def train(
     on_eval: Callable[[Metrics], None] | None = None,
     pooled_only: bool = True,
 ) -> Run:
-    """Train a CLIP pair from scratch as `cfg` says; deterministic given the config.
+    """Train a model from scratch as `cfg` says; deterministic given the config.
 
-    The default composition of `fit`: `HookedCLIP`, `ClipObjective`, the world's training set
+    The default composition of `fit`: `build_model` (``model.kind``: `HookedCLIP` or
+    `HookedPrefixLM`), the kind's objective and training set (`training_setup`), the training set
     (full batch, or seeded minibatches of ``train.batch_size``), `make_optimizer`. Every
     ``train.eval_every`` steps (and at the last step) the logit scale and the accuracies of
     all splits are recorded; each row is appended to ``metrics_path`` (JSON lines) if given
@@ -168,13 +181,13 @@ def train(
     tc = cfg.train
     device = resolve_device(tc.device)
     world = build_task(cfg)
-    model = HookedCLIP.for_task(cfg, world).to(device)
-    data = clip_batch(world, device)
+    model = build_model(cfg, world).to(device)
+    objective, data, extra = training_setup(cfg, world, device, pooled_only)
 
     start = time.perf_counter()
     history = fit(
-        model, ClipObjective(pooled_only, tc.loss), batches(data, tc.batch_size, seed=tc.seed), make_optimizer(model, tc), tc.steps,
-        evaluate=lambda m: {"scale": m.scale.item(), **evaluate(m, world, world.split_names)}, eval_every=tc.eval_every,
+        model, objective, batches(data, tc.batch_size, seed=tc.seed), make_optimizer(model, tc), tc.steps,
+        evaluate=lambda m: {**extra(m), **evaluate(m, world, world.split_names)}, eval_every=tc.eval_every,
         log=on_eval, metrics_path=metrics_path, progress=progress, show=world.eval_splits, step_losses=True,
     )
     model.eval()

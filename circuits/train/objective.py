@@ -15,6 +15,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from circuits.errors import ConfigError
+from circuits.tasks.captioning import CaptionBatch
 from circuits.train.loss import clip_loss, masked_clip_loss
 
 
@@ -81,3 +82,13 @@ class ClipObjective:
                 raise ConfigError("loss 'mask_false_negatives' needs a batch with a chosen text per image (ClipBatch.chosen)")
             return masked_clip_loss(model.scale * img @ txt.T, batch.truth, batch.chosen)
         return clip_loss(model.scale * img @ txt.T, batch.truth)
+
+
+@dataclass(frozen=True)
+class CaptionObjective:
+    """Next-token cross-entropy on the caption tokens only ([L] App. O): the logits at the text
+    positions ([BOS] w1 w2 w3) against the targets (w1 w2 w3 [EOT]); vision positions carry no loss."""
+
+    def loss(self, model: nn.Module, batch: CaptionBatch) -> Float[Tensor, ""]:
+        logits = model(batch.tokens)
+        return F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten())

@@ -86,7 +86,8 @@ def test_ablate_json_matches_the_library_and_eval(ckpt: Path) -> None:
     assert out["baseline"].keys() == out["ablated"].keys() == ACCURACY_KEYS
     assert out["ablated"] == pytest.approx(want["ablated"])
     assert out["baseline"] == pytest.approx(json.loads(run("eval", "--ckpt", ckpt, "--json")))
-    assert out["ablation"] == {"terms": ["EP", "PP"], "values": ["P"], "encoders": ["vision"], "layers": None, "heads": [1]}
+    assert out["ablation"] == {"terms": ["EP", "PP"], "values": ["P"], "encoders": ["vision"], "layers": None, "heads": [1],
+                              "block": None}
 
 
 def test_ablate_table_shows_baseline_ablated_and_change(ckpt: Path) -> None:

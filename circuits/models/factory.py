@@ -1,0 +1,20 @@
+"""The one place a `RunConfig` picks its model family: ``model.kind``."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from circuits.config import RunConfig
+from circuits.errors import ConfigError
+from circuits.models.clip import HookedCLIP
+from circuits.models.vlm import HookedPrefixLM
+from circuits.tasks import Task
+
+MODEL_KINDS = {"clip": HookedCLIP, "prefix_lm": HookedPrefixLM}
+
+
+def build_model(cfg: RunConfig, task: Task) -> nn.Module:
+    """The model ``cfg.model.kind`` names, sized for ``task``, initialised from ``cfg.train.seed``."""
+    if cfg.model.kind not in MODEL_KINDS:
+        raise ConfigError(f"unknown model.kind {cfg.model.kind!r}; kinds are {', '.join(MODEL_KINDS)}")
+    return MODEL_KINDS[cfg.model.kind].for_task(cfg, task)

@@ -1,0 +1,58 @@
+"""The captioning task of the prefix-LM: sequences, exact match, label-set accuracy, probes."""
+
+from __future__ import annotations
+
+import torch
+
+from circuits.config import WorldConfig
+from circuits.data import World
+from circuits.tasks import CaptionTask, Task
+
+WORLD = World(WorldConfig(width=6, n_labels=6, n_pair_labels=4, n_single_positions=4, n_pair_positions=8))
+
+
+def test_caption_task_is_a_task() -> None:
+    assert isinstance(CaptionTask(WORLD), Task)
+
+
+def test_a_sequence_is_bos_and_the_caption_shifted_by_one() -> None:
+    task = CaptionTask(WORLD)
+    batch = task.batch("train_pair")
+    v = WORLD.vocab
+    x, y = int(WORLD["train_pair"].objects[0, 0]), int(WORLD["train_pair"].objects[0, 1])
+    assert batch.text[0].tolist() == [task.bos, x, v.left_of, y]
+    assert batch.targets[0].tolist() == [x, v.left_of, y, v.eot]
+    assert torch.equal(batch.pixels, WORLD["train_pair"].images[:, 1:])
+
+
+def test_bidirectional_worlds_give_one_sequence_per_true_caption() -> None:
+    world = World(WorldConfig(width=6, n_labels=6, n_pair_labels=4, n_single_positions=4, n_pair_positions=8, captions="bidirectional"))
+    assert len(CaptionTask(world).batch("train_pair")) == 2 * len(world["train_pair"])
+
+
+def test_exact_match_and_label_set_on_hand_built_generations() -> None:
+    task, v = CaptionTask(WORLD), WORLD.vocab
+    split = WORLD["unseen_pair"].subset(slice(0, 1))
+    x, y = split.objects[0].tolist()
+    right = torch.tensor([[x, v.left_of, y, v.eot]])
+    swapped = torch.tensor([[y, v.left_of, x, v.eot]])
+    wrong_label = torch.tensor([[x, v.left_of, x, v.eot]])
+    no_eot = torch.tensor([[x, v.left_of, y, y]])
+    assert task.exact_match(right, split).tolist() == [True]
+    assert task.exact_match(swapped, split).tolist() == [False]
+    assert task.exact_match(no_eot, split).tolist() == [False]
+    assert task.label_set_match(swapped, split).tolist() == [True]
+    assert task.label_set_match(wrong_label, split).tolist() == [False]
+
+
+def test_probe_marks_the_vision_positions_and_the_bos_query() -> None:
+    task = CaptionTask(WORLD)
+    probe = task.probe("unseen_pair")
+    split = WORLD["unseen_pair"]
+    assert torch.equal(probe.first, split.positions[:, 0]) and probe.query == 6
+    assert probe.columns.tolist() == [0, 1, 2, 3, 4, 5, -1, -1, -1, -1]
+
+
+def test_probe_positions_are_pooled_bins_when_pooled() -> None:
+    task = CaptionTask(WORLD, pool_tokens=2)
+    assert task.vision_position(torch.tensor([0, 2, 3, 5])).tolist() == [0, 0, 1, 1]
