@@ -45,7 +45,7 @@ def run(quick: bool, seeds: list[int]):
     return rows, "\n".join(md)
 
 
-EXPERIMENT = {"name": "app-k", "title": "App. K: the 2D 4x4 grid, accuracies and 2D gradient score of EP+PP", "paper": "App. K, Fig. 20", "time": "~15 s / ~5 min (3 seeds)"}
+EXPERIMENT = {"name": "app-k", "title": "App. K: the 2D 4x4 grid, accuracies and 2D gradient score of EP+PP", "paper": "App. K, Fig. 20", "time": "~5 s / ~5 min (3 seeds)"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,7 +54,7 @@ def run(quick: bool, seeds: list[int]):
     return rows, "\n".join(md)
 
 
-EXPERIMENT = {"name": "fig25", "title": "App. P: single-head models (Fig. 24) and all 14 head subsets, pruned and retrained (Fig. 25)", "paper": "App. P, Figs. 24-25", "time": "~60 s / ~16 min"}
+EXPERIMENT = {"name": "fig25", "title": "App. P: single-head models (Fig. 24) and all 14 head subsets, pruned and retrained (Fig. 25)", "paper": "App. P, Figs. 24-25", "time": "~8 s / ~16 min"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 Each script defines ``run(profile, seeds) -> (rows, markdown)``; `main` parses ``--quick`` /
 ``--seeds`` / ``--out`` and writes ``results.json`` (every number, the configs, the machine)
-and ``<name>.md`` (the table beside the paper's numbers). ``--quick`` shrinks the models (d_model
+and ``<name>.md`` (the table beside the paper's numbers). ``--quick`` shrinks the world (8 labels), the models (d_model
 32) and steps so each script runs in under ~30 s on 2 cores, into runs/<name>/quick (untracked);
 the full profile uses the library defaults and writes into experiments/results/<name>/.
 """
@@ -23,6 +23,9 @@ from circuits.errors import CircuitsError
 from circuits.runtime import run_script, set_threads
 
 ROOT = Path(__file__).resolve().parent.parent
+QUICK_WORLD = {  # fewer labels and layouts (explicit overrides of a script win over these)
+    "world.n_labels": 8, "world.n_pair_labels": 5, "world.n_single_positions": 3, "world.n_pair_positions": 4,
+}
 QUICK = {  # small and short: a smoke test of the pipeline, not a reproduction
     "model.vision.d_model": 32, "model.vision.d_head": 8, "model.text.d_model": 32, "model.text.d_head": 8,
     "train.steps": 120, "train.eval_every": 120, "train.lr": 3e-3, "train.device": "cpu",
@@ -32,7 +35,8 @@ QUICK = {  # small and short: a smoke test of the pipeline, not a reproduction
 def config(overrides: dict, quick: bool, seed: int = 0) -> RunConfig:
     """Library defaults, then ``overrides``, then the quick profile (if ``quick``), then the seed."""
     extra = {**QUICK, **{k: v for k, v in overrides.items() if k.startswith("train.steps")}} if quick else {}
-    return RunConfig().with_overrides({"train.device": "cpu", **overrides, **extra, "train.seed": seed})
+    world = QUICK_WORLD if quick else {}
+    return RunConfig().with_overrides({"train.device": "cpu", **world, **overrides, **extra, "train.seed": seed})
 
 
 def mean_std(values: list[float]) -> str:
