@@ -154,6 +154,7 @@ def reproduce(
     ensemble: Annotated[str, typer.Option("--ensemble", help="As for `sweep run`.")] = "1",
     force: Annotated[bool, typer.Option("--force", help="As for `sweep run`.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="Train seeds 0..N-1 instead of the entry's own.", show_default=False)] = None,
 ) -> None:
     """Reproduce a figure or table of the paper: its sweep, its analysis, results.json / .md and figure.html."""
     from circuits.sweep import SweepError
@@ -166,7 +167,8 @@ def reproduce(
         return
     if name is None:
         raise SweepError("give an experiment name, or --list to see the catalogue")
-    result = reproduce_(name, quick=quick, out=out, jobs=jobs, ensemble=_ensemble(ensemble), force=force, progress=not quiet)
+    result = reproduce_(name, quick=quick, out=out, jobs=jobs, ensemble=_ensemble(ensemble), force=force, progress=not quiet,
+                        seeds=seeds)
     where = out or Path("runs/reproduce") / (name + ("-quick" if quick else ""))
     if "summary" in result:  # a sweep entry
         typer.echo(f"{result['summary']}\n{name} ({Path(result['spec']).name}): results.json, results.md, figure.html in {where}")

@@ -68,7 +68,7 @@ class ScriptEntry:
     paper: str
     time: str = ""  # measured / estimated wall time of the quick and full profiles, as the script states it
 
-    def run(self, *, quick: bool, out: Path, force: bool) -> int:
+    def run(self, *, quick: bool, out: Path, force: bool, seeds: int | None = None) -> int:
         """Import the script (its folder on ``sys.path`` for its shared helpers) and run its ``main``."""
         import importlib.util
         import sys
@@ -80,7 +80,8 @@ class ScriptEntry:
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
-        return module.main([*(["--quick"] if quick else []), "--out", str(out), *(["--force"] if force else [])])
+        return module.main([*(["--quick"] if quick else []), "--out", str(out), *(["--force"] if force else []),
+                            *(["--seeds", str(seeds)] if seeds is not None else [])])
 
 
 def script_metadata(path: Path) -> dict[str, str] | None:
@@ -128,8 +129,12 @@ def estimate_seconds(spec: SweepSpec, jobs: int | None = None) -> float:
 
 def reproduce(name: str, *, quick: bool = False, out: str | os.PathLike[str] | None = None, jobs: int | None = None,
               ensemble: Any = 1, backend: str = "local", address: str | None = None, force: bool = False,
-              progress: bool = True, directory: Path = EXPERIMENTS) -> dict[str, Any]:
-    """Run catalogue entry ``name`` into ``out`` (default ``runs/reproduce/NAME[-quick]``); returns results.json's content."""
+              progress: bool = True, seeds: int | None = None, directory: Path = EXPERIMENTS) -> dict[str, Any]:
+    """Run catalogue entry ``name`` into ``out`` (default ``runs/reproduce/NAME[-quick]``); returns results.json's content.
+
+    ``seeds``: train seeds 0..seeds-1 instead of the entry's own (fewer for a first look; re-running
+    the same ``out`` with more adds only the new runs)."""
+    import dataclasses
     from circuits.sweep.analyze import analyze_sweep
     from circuits.sweep.layout import load_results, write_atomic
     from circuits.sweep.run import run_sweep
@@ -139,10 +144,14 @@ def reproduce(name: str, *, quick: bool = False, out: str | os.PathLike[str] | N
     if isinstance(entry, ScriptEntry):
         if jobs is not None or ensemble != 1 or backend != "local" or address is not None:
             raise SweepError(f"{name} is a script, not a sweep: --jobs, --ensemble, --backend and --address do not apply")
-        if entry.run(quick=quick, out=out, force=force) != 0:
+        if entry.run(quick=quick, out=out, force=force, seeds=seeds) != 0:
             raise SweepError(f"{name} failed")
         return json.loads((out / "results.json").read_text())
     spec = entry.profile(quick)
+    if seeds is not None:
+        if seeds < 1:
+            raise SweepError(f"--seeds must be >= 1 (got {seeds})")
+        spec = dataclasses.replace(spec, seeds=list(range(seeds)))
     summary = run_sweep(spec, out, jobs=jobs, ensemble=ensemble, backend=backend, address=address, force=force, progress=progress)
     analysis = spec.analyze
     if analysis and summary.total > len(summary.failed):
