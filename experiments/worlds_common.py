@@ -2,7 +2,7 @@
 
 Each script defines ``run(profile, seeds) -> (rows, markdown)``; `main` parses ``--quick`` /
 ``--seeds`` / ``--out`` and writes ``results.json`` (every number, the configs, the machine)
-and ``<name>.md`` (the table beside the paper's numbers). ``--quick`` shrinks the world (8 labels), the models (d_model
+and ``results.md`` (the table beside the paper's numbers). ``--quick`` shrinks the world (8 labels), the models (d_model
 32) and steps so each script runs in under ~30 s on 2 cores, into runs/<name>/quick (untracked);
 the full profile uses the library defaults and writes into experiments/results/<name>/.
 """
