@@ -23,13 +23,12 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 
 import circuits
-from circuits.runtime import DEFAULT_THREADS, check_device, run_script, set_threads
+from circuits.runtime import DEFAULT_THREADS, run_script, set_threads
 from circuits.ablate import Ablation, evaluate_ablation
 from circuits.decompose import decompose
 from circuits.stats import head_bias

@@ -42,7 +42,7 @@ from circuits.checkpoint import Run
 from circuits.data import World
 from circuits.models import HookedCLIP
 from circuits import stats
-from circuits.stats import Gradient, HeadBias, head_bias
+from circuits.stats import HeadBias, head_bias
 
 PathLike = str | os.PathLike[str]
 

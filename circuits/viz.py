@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 import os
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np

@@ -12,6 +12,8 @@ Everything is drawn from a fixed seed, so the parameter ids (and failures) are r
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 
 import pytest
@@ -19,7 +21,8 @@ import torch
 
 from circuits.config import EncoderConfig, ModelConfig, RunConfig, TrainConfig, WorldConfig, n_position_pairs
 from circuits.data import World
-from circuits.models import HookedCLIP
+from circuits.models import HookedCLIP, HookedVisionEncoder
+from circuits.tasks import Probe
 
 torch.set_num_threads(2)
 
@@ -205,3 +208,49 @@ def trained_vlm():
     from circuits.train import train
 
     return train(tiny_vlm_config(), progress=False)
+
+
+# ------------------------------------------------------------- hand-built mechanisms (App. D, J)
+def synthetic_history(step_losses: bool = True) -> list[dict]:
+    """Evaluations every 10 steps to 200: single-object reaches 1.0 at step 50 (after a false
+    start at 30), seen-pair at 100, unseen-pair 0.9 x its final 0.95 at 150; the per-step loss
+    decreases as 1/step except a jump to 3x its running minimum at step 55."""
+    rows = []
+    for step in range(10, 201, 10):
+        row = {"step": step, "single_object": 1.0 if step >= 50 or step == 30 else 0.5,
+               "seen_pair": 1.0 if step >= 100 else 0.3, "unseen_pair": 0.95 if step >= 150 else 0.5}
+        losses = [1.0 / s for s in range(step - 9, step + 1)]
+        if step == 60:
+            losses[4] = 3.0 / 54  # step 55 (steps 51..60): running minimum 1/54
+        row["loss"] = losses[-1]
+        if step_losses:
+            row["step_losses"] = losses
+        rows.append(row)
+    return rows
+
+
+def rotation(angle: float) -> torch.Tensor:  # column-vector convention
+    return torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+
+
+@pytest.fixture
+def rotary_2d():
+    """A 1-head rotary encoder with d_model = d_head = 2 (one frequency: angle m at position m),
+    vocabulary 0 background, 1-3 labels, 4 [CLS], and weights set by hand."""
+    cfg = EncoderConfig(n_heads=1, d_model=2, d_head=2, positional="rotary", mask="bidirectional")
+    enc = HookedVisionEncoder(cfg, d_vocab=5, n_ctx=5).eval()
+    with torch.no_grad():
+        enc.embed.W_E.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.2], [0.3, 1.0], [-0.7, 0.5], [0.4, -0.9]]))
+        attn = enc.blocks[0].attn
+        attn.W_Q.copy_(torch.tensor([[[1.0, 0.5], [-0.2, 1.0]]]))
+        attn.W_K.copy_(torch.tensor([[[0.8, -0.3], [0.6, 1.1]]]))
+        attn.b_Q.copy_(torch.tensor([[0.1, -0.4]]))
+        attn.b_K.copy_(torch.tensor([[0.9, 0.25]]))
+    items = [(a, b, i, j) for a, b in itertools.permutations([1, 2, 3], 2) for i, j in itertools.combinations(range(1, 5), 2)]
+    tokens = torch.zeros(len(items), 5, dtype=torch.long)
+    tokens[:, 0] = 4
+    for n, (a, b, i, j) in enumerate(items):
+        tokens[n, i], tokens[n, j] = a, b
+    probe = Probe(tokens, torch.tensor([it[2] for it in items]), torch.tensor([it[3] for it in items]),
+                  torch.tensor([-1, 0, 1, 2, 3]))
+    return enc, probe, items

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from circuits import HookedCLIP, RunConfig
+from circuits import RunConfig
 from conftest import clip_for
 from circuits.ablate import Ablation, ablated, ablation_hooks, evaluate_ablation
 from circuits.errors import CircuitsError

@@ -16,7 +16,7 @@ from circuits.align import (
     rotation_alignment,
 )
 from circuits.errors import CircuitsError
-from tests.conftest import clip_for
+from conftest import clip_for
 
 
 def random_orthogonal(d: int, seed: int) -> torch.Tensor:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
 import torch
 
-from circuits.config import EncoderConfig
 from circuits.consistency import consistency_fraction, swap_deltas
-from circuits.models.encoder import HookedVisionEncoder
 from circuits.stats import head_bias
-from circuits.tasks import Probe
-from tests.conftest import clip_for
+from conftest import clip_for, rotation
 
 
 def test_for_learned_positions_the_consistency_fraction_is_the_relational_fraction(make_tiny_cfg):
@@ -24,33 +20,6 @@ def test_for_learned_positions_the_consistency_fraction_is_the_relational_fracti
     relational = head_bias(model, probe).relational
     assert fraction == pytest.approx(relational, abs=1e-6)  # one input of 30 would differ by 0.033
     assert any(0 < f < 1 for f in fraction)  # the comparison is not between two trivial fractions
-
-
-def rotation(angle: float) -> torch.Tensor:  # column-vector convention
-    return torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-
-
-@pytest.fixture
-def rotary_2d():
-    """A 1-head rotary encoder with d_model = d_head = 2 (one frequency: angle m at position m),
-    vocabulary 0 background, 1-3 labels, 4 [CLS], and weights set by hand."""
-    cfg = EncoderConfig(n_heads=1, d_model=2, d_head=2, positional="rotary", mask="bidirectional")
-    enc = HookedVisionEncoder(cfg, d_vocab=5, n_ctx=5).eval()
-    with torch.no_grad():
-        enc.embed.W_E.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.2], [0.3, 1.0], [-0.7, 0.5], [0.4, -0.9]]))
-        attn = enc.blocks[0].attn
-        attn.W_Q.copy_(torch.tensor([[[1.0, 0.5], [-0.2, 1.0]]]))
-        attn.W_K.copy_(torch.tensor([[[0.8, -0.3], [0.6, 1.1]]]))
-        attn.b_Q.copy_(torch.tensor([[0.1, -0.4]]))
-        attn.b_K.copy_(torch.tensor([[0.9, 0.25]]))
-    items = [(a, b, i, j) for a, b in itertools.permutations([1, 2, 3], 2) for i, j in itertools.combinations(range(1, 5), 2)]
-    tokens = torch.zeros(len(items), 5, dtype=torch.long)
-    tokens[:, 0] = 4
-    for n, (a, b, i, j) in enumerate(items):
-        tokens[n, i], tokens[n, j] = a, b
-    probe = Probe(tokens, torch.tensor([it[2] for it in items]), torch.tensor([it[3] for it in items]),
-                  torch.tensor([-1, 0, 1, 2, 3]))
-    return enc, probe, items
 
 
 def direct_score(enc, token: int, position: int, key_bias: bool = True) -> float:

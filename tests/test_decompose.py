@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from circuits import HookedCLIP, RunConfig
+from circuits import RunConfig
 from conftest import clip_for
 from circuits.decompose import combine, decompose, parse_terms, pooled_row_terms
 from circuits.errors import CircuitsError

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from circuits.pair_bias import app_g_summary, argmax_by_pair
-from tests.conftest import clip_for
+from conftest import clip_for
 
 
 def hand_set(make_tiny_cfg, label_weight, position_slope: float):

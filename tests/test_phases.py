@@ -8,25 +8,9 @@ import pytest
 import torch
 
 from circuits.errors import CheckpointError, CircuitsError
+from conftest import synthetic_history
+
 from circuits.phases import loss_bumps, relative_crossing, stable_crossing, training_phases
-
-
-def synthetic_history(step_losses: bool = True) -> list[dict]:
-    """Evaluations every 10 steps to 200: single-object reaches 1.0 at step 50 (after a false
-    start at 30), seen-pair at 100, unseen-pair 0.9 x its final 0.95 at 150; the per-step loss
-    decreases as 1/step except a jump to 3x its running minimum at step 55."""
-    rows = []
-    for step in range(10, 201, 10):
-        row = {"step": step, "single_object": 1.0 if step >= 50 or step == 30 else 0.5,
-               "seen_pair": 1.0 if step >= 100 else 0.3, "unseen_pair": 0.95 if step >= 150 else 0.5}
-        losses = [1.0 / s for s in range(step - 9, step + 1)]
-        if step == 60:
-            losses[4] = 3.0 / 54  # step 55 (steps 51..60): running minimum 1/54
-        row["loss"] = losses[-1]
-        if step_losses:
-            row["step_losses"] = losses
-        rows.append(row)
-    return rows
 
 
 def test_boundaries_of_a_synthetic_run():

@@ -26,9 +26,8 @@ from circuits.ablate import PAPER_ABLATIONS, Ablation, evaluate_ablation
 from circuits.errors import CircuitsError
 from circuits.evaluation import evaluate
 from circuits.checkpoint import Run
-from circuits.models import HookedCLIP
 from circuits.stats import head_bias
-from conftest import assert_tree_close, tiny_run_config
+from conftest import tiny_run_config
 
 PLOTLY_JS = plotly.offline.get_plotlyjs()
 

@@ -9,8 +9,8 @@ import torch
 
 from circuits.errors import CircuitsError
 from circuits.rope import bias_gradient, effective_rank, key_pca, majority_sign_fraction, query_vector, rope_analysis
-from tests.conftest import clip_for
-from tests.test_consistency import rotary_2d, rotation  # noqa: F401 (fixture)
+from conftest import clip_for
+from conftest import rotation
 
 
 @pytest.mark.parametrize("rank", [1, 3, 6])

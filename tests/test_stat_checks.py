@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from circuits.stat_checks import bias_checks, gradient_terms
-from tests.conftest import clip_for
+from conftest import clip_for
 
 
 @pytest.fixture(params=[1.0, -1.0], ids=["rightward", "leftward"])

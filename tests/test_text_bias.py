@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from circuits.text_bias import text_attention_bias
-from tests.conftest import clip_for
+from conftest import clip_for
 
 
 @pytest.fixture

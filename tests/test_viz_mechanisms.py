@@ -7,8 +7,8 @@ from circuits.align import rotation_alignment
 from circuits.phases import training_phases
 from circuits.rope import rope_analysis
 from circuits.viz_mechanisms import alignment_heatmaps, consistency_bars, phases_figure
-from tests.conftest import clip_for
-from tests.test_phases import synthetic_history
+from conftest import clip_for
+from conftest import synthetic_history
 
 
 def test_alignment_heatmaps_show_the_raw_and_rotated_matrices(make_tiny_cfg):

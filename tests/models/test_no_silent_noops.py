@@ -10,7 +10,7 @@ import torch
 
 from circuits.config import EncoderConfig
 from circuits.errors import CircuitsError
-from circuits.models import HookedCLIP, HookedEncoder
+from circuits.models import HookedEncoder
 
 TOKENS = torch.randint(0, 7, (3, 5), generator=torch.Generator().manual_seed(0))
 

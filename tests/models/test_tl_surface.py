@@ -10,7 +10,7 @@ from transformer_lens import ActivationCache, FactoredMatrix
 
 from circuits.config import EncoderConfig
 from conftest import clip_for
-from circuits.models import HookedCLIP, HookedEncoder
+from circuits.models import HookedEncoder
 
 CONFIGS = {
     "ln-mlp": EncoderConfig(n_layers=2, n_heads=2, d_model=12, d_head=4, d_mlp=8, attn_only=False, normalization="pre"),

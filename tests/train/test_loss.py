@@ -162,7 +162,6 @@ def test_loss_floor_with_a_caption_shared_by_two_images():
 
 
 def test_gradient_flows_into_both_encoders_and_the_logit_scale(tiny_cfg):
-    from circuits.models import HookedCLIP
 
     model, world = clip_for(tiny_cfg)
     model.train()

@@ -12,7 +12,6 @@ import torch
 from circuits.config import RunConfig
 from conftest import clip_for
 from circuits.evaluation import evaluate
-from circuits.models import HookedCLIP
 from circuits.train import make_optimizer, train
 
 SPLIT_KEYS = {"train_single", "train_pair", "single_object", "seen_pair", "unseen_pair"}
