@@ -254,3 +254,28 @@ def rotary_2d():
     probe = Probe(tokens, torch.tensor([it[2] for it in items]), torch.tensor([it[3] for it in items]),
                   torch.tensor([-1, 0, 1, 2, 3]))
     return enc, probe, items
+
+
+# ------------------------------------------------------------------------------ the CLI in-process
+def cli_run(*args) -> str:
+    """``lenscli ARGS`` in this process (typer's CliRunner); must succeed; returns its stdout."""
+    from typer.testing import CliRunner
+
+    from lenscli.app import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    return result.stdout
+
+
+def cli_user_error(*args) -> str:
+    """``lenscli ARGS`` that must refuse its input: exit 2 and one ``error: ...`` line; returns it."""
+    from typer.testing import CliRunner
+
+    from lenscli.app import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]

@@ -10,31 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from circuits.ablate import Ablation, evaluate_ablation
 from circuits.checkpoint import load
 from circuits.train import train_to_directory
 from circuits.stats import head_bias, term_summary
-from conftest import assert_tree_close
-from lenscli.app import app
+from conftest import assert_tree_close, cli_run, cli_user_error
 
-runner = CliRunner()
 ACCURACY_KEYS = {"single_object", "seen_pair", "unseen_pair", "label_set"}
 
 
-def run(*args: str | Path) -> str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    return result.stdout
-
-
-def user_error(*args: str | Path) -> str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+run, user_error = cli_run, cli_user_error
 
 
 @pytest.fixture(scope="module")

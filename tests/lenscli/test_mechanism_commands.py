@@ -9,31 +9,17 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from circuits.align import initial_model, rotation_alignment
 from circuits.checkpoint import load
 from circuits.phases import training_phases
 from circuits.rope import rope_analysis
 from circuits.train import train_to_directory
-from conftest import assert_tree_close
-from lenscli.app import app
-
-runner = CliRunner()
+from conftest import assert_tree_close, cli_run, cli_user_error
 
 
-def run(*args: str | Path) -> str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    return result.stdout
 
-
-def user_error(*args: str | Path) -> str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+run, user_error = cli_run, cli_user_error
 
 
 def trained(tmp_path_factory, cfg, name: str) -> Path:
