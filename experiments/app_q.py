@@ -32,7 +32,7 @@ def run(quick: bool, seeds: list[int]):
     return rows, "\n".join(md)
 
 
-EXPERIMENT = {"name": "app-q", "title": "App. Q: 2-layer vision encoder, accuracies and layer-0 term gradients", "paper": "App. Q", "time": "~6 s / ~6 min (3 seeds)"}
+EXPERIMENT = {"name": "app-q", "title": "App. Q: 2-layer vision encoder, accuracies and layer-0 term gradients", "paper": "App. Q", "time": "~6 s / ~25 min (3 seeds)"}
 
 
 def main(argv: list[str] | None = None) -> int:
