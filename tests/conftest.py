@@ -279,3 +279,23 @@ def cli_user_error(*args) -> str:
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]
+
+
+def ee_ep_model(cfg: RunConfig, label_weight, position_slope: float):
+    """A pair whose vision [CLS] score of an object at key m is label_weight(label) + position_slope * m,
+    through EE and EP only (every other term zero); returns the model and its unseen-pair probe."""
+    model, world = clip_for(cfg)
+    vis = model.vision
+    with torch.no_grad():
+        attn = vis.blocks[0].attn
+        for p in (attn.W_Q, attn.W_K, attn.b_Q, attn.b_K):
+            p.zero_()
+        vis.embed.W_E[:, :3] = 0.0
+        vis.pos_embed.W_pos[:, :3] = 0.0
+        vis.embed.W_E[world.vocab.cls, 0] = 1.0
+        labels = torch.arange(1, world.cfg.n_labels + 1)
+        vis.embed.W_E[labels, 2] = label_weight(labels.float())
+        vis.pos_embed.W_pos[:, 1] = position_slope * torch.arange(vis.n_ctx, dtype=torch.float)
+        attn.W_Q[:, 0, 0] = attn.cfg.d_head ** 0.5
+        attn.W_K[:, 1, 0] = attn.W_K[:, 2, 0] = 1.0
+    return model, world.probe("unseen_pair")

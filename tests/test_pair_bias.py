@@ -8,26 +8,11 @@ import pytest
 import torch
 
 from circuits.pair_bias import app_g_summary, argmax_by_pair
-from conftest import clip_for
+from conftest import ee_ep_model
 
 
 def hand_set(make_tiny_cfg, label_weight, position_slope: float):
-    """Score of an object at key m = label_weight(label) + position_slope * m (EE and EP only)."""
-    model, world = clip_for(make_tiny_cfg())
-    vis = model.vision
-    with torch.no_grad():
-        attn = vis.blocks[0].attn
-        for p in (attn.W_Q, attn.W_K, attn.b_Q, attn.b_K):
-            p.zero_()
-        vis.embed.W_E[:, :3] = 0.0
-        vis.pos_embed.W_pos[:, :3] = 0.0
-        vis.embed.W_E[world.vocab.cls, 0] = 1.0
-        labels = torch.arange(1, world.cfg.n_labels + 1)
-        vis.embed.W_E[labels, 2] = label_weight(labels.float())
-        vis.pos_embed.W_pos[:, 1] = position_slope * torch.arange(vis.n_ctx, dtype=torch.float)
-        attn.W_Q[:, 0, 0] = attn.cfg.d_head ** 0.5
-        attn.W_K[:, 1, 0] = attn.W_K[:, 2, 0] = 1.0
-    return model, world.probe("unseen_pair")
+    return ee_ep_model(make_tiny_cfg(), label_weight, position_slope)
 
 
 def test_a_head_preferring_the_larger_label_has_no_side_bias_but_varies_across_pairs(make_tiny_cfg):

@@ -7,29 +7,15 @@ import pytest
 import torch
 
 from circuits.stat_checks import bias_checks, gradient_terms
-from conftest import clip_for
+from conftest import ee_ep_model
 
 
 @pytest.fixture(params=[1.0, -1.0], ids=["rightward", "leftward"])
 def ep_gradient_model(request, make_tiny_cfg):
     """Score of key m = 50 [object] + slope * m through EP and EE only (every other term zero)."""
     slope = request.param
-    model, world = clip_for(make_tiny_cfg())
-    vis = model.vision
-    with torch.no_grad():
-        attn = vis.blocks[0].attn
-        for p in (attn.W_Q, attn.W_K, attn.b_Q, attn.b_K):
-            p.zero_()
-        vis.embed.W_E[:, :3] = 0.0
-        vis.pos_embed.W_pos[:, :3] = 0.0
-        vis.embed.W_E[world.vocab.cls, 0] = 1.0  # the query reads dimension 0 of [CLS]
-        vis.embed.W_E[1 : world.cfg.n_labels + 1, 2] = 50.0  # objects: dimension 2
-        vis.pos_embed.W_pos[:, 1] = slope * torch.arange(vis.n_ctx, dtype=torch.float)  # positions: dimension 1
-        scale = attn.cfg.d_head ** 0.5
-        attn.W_Q[:, 0, 0] = scale
-        attn.W_K[:, 1, 0] = 1.0
-        attn.W_K[:, 2, 0] = 1.0
-    return model, world.probe("unseen_pair"), slope
+    model, probe = ee_ep_model(make_tiny_cfg(), lambda labels: torch.full_like(labels, 50.0), slope)
+    return model, probe, slope
 
 
 def test_the_ep_slope_has_the_sign_of_the_argmax_bias(ep_gradient_model):

@@ -8,6 +8,7 @@ an encoder config can choose ("bidirectional", "causal"); a model may pass any `
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -18,11 +19,12 @@ from circuits.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class AttentionMask:
+class AttentionMask(ABC):
     """Base class. Subclasses implement `allowed`; every query must be allowed at least one key."""
 
+    @abstractmethod
     def allowed(self, q_pos: Int[Tensor, " q"], k_pos: Int[Tensor, " k"]) -> Bool[Tensor, "q k"]:
-        raise NotImplementedError
+        """``allowed[i, j]``: query position ``q_pos[i]`` may read key position ``k_pos[j]``."""
 
     @property
     def is_full(self) -> bool:
