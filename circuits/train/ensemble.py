@@ -40,9 +40,9 @@ MEMBER_ENCODER_FIELDS = ("init_embed_std", "init_pos_std", "init_weight_std")
 
 def ensemble_key(cfg: RunConfig) -> str | None:
     """Configs with equal keys can be trained in one stack; None: this config cannot be stacked
-    (minibatches or dropout: members would not equal their single runs)."""
+    (minibatches or dropout: members would not equal their single runs; not a CLIP pair)."""
     m = cfg.model
-    if cfg.train.batch_size is not None or m.vision.dropout > 0 or m.text.dropout > 0:
+    if m.kind != "clip" or cfg.train.batch_size is not None or m.vision.dropout > 0 or m.text.dropout > 0:
         return None
     data = cfg.to_dict()
     for section, key in MEMBER_FIELDS:
