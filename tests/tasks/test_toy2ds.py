@@ -258,3 +258,15 @@ def test_generation_feeds_back_each_token_and_stops_at_eot(world) -> None:
     data = world.test.where(torch.arange(len(world.test)) < 12)
     assert task.generate(Shift(2, 36, v.d_vocab), data).tolist() == [[v.sep + 2, v.sep + 4, v.sep + 6]] * 12
     assert v.sep + 1 == v.eot and task.generate(Shift(1, 36, v.d_vocab), data).tolist() == [[v.eot, v.pad, v.pad]] * 12
+
+
+def test_a_null_batch_size_means_the_tasks_minibatch_and_toy2ds_runs_are_never_stacked() -> None:
+    from circuits.config import TrainConfig
+    from circuits.data import World
+    from circuits.train.ensemble import ensemble_key
+    from circuits.train.loop import batch_size
+
+    task = Toy2DSTask(Toy2DSConfig(n_train_per_k=10, n_test_per_k=4))
+    assert batch_size(TrainConfig(), task) == 256 and batch_size(TrainConfig(batch_size=32), task) == 32
+    assert batch_size(TrainConfig(), World(RunConfig().world)) is None
+    assert ensemble_key(RunConfig().with_overrides(TINY)) is None and ensemble_key(RunConfig()) is not None
