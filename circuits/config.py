@@ -235,7 +235,8 @@ class RunConfig:
     """A run: the task (``task`` names it, ``world`` or ``toy2ds`` describes it), the model and
     its training. ``task = "relations"`` (default) is the spatial-relation `world` of [L];
     ``"toy2ds"`` the question-answering `toy2ds` world of [B] Sec. 5.1 (prefix-LM models only).
-    The section of the task not chosen is kept at whatever it holds and not used."""
+    The data section of the task not chosen must keep its defaults (`validate` refuses a change
+    there instead of ignoring it)."""
 
     world: WorldConfig = field(default_factory=WorldConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -271,10 +272,14 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise `ConfigError` (one line) for any impossible or out-of-range setting."""
+        _check(self.task in TASKS, f"task must be one of {', '.join(map(repr, TASKS))} (got {self.task!r})")
+        unused, section = ("world", self.world) if self.task == "toy2ds" else ("toy2ds", self.toy2ds)
+        changed = [f.name for f in fields(section) if getattr(section, f.name) != getattr(type(section)(), f.name)]
+        _check(not changed, f"{unused}.{changed[0] if changed else ''} does not apply to task={self.task!r}"
+                            f" (it describes the data of task={'relations' if unused == 'world' else 'toy2ds'!r}); leave {unused}.* at its defaults")
         self.world.validate()
         t = self.train
         _check(self.model.kind in ("clip", "prefix_lm"), f"model.kind must be 'clip' or 'prefix_lm' (got {self.model.kind!r})")
-        _check(self.task in TASKS, f"task must be one of {', '.join(map(repr, TASKS))} (got {self.task!r})")
         if self.task == "toy2ds":
             self.toy2ds.validate()
             _check(self.model.kind == "prefix_lm",

@@ -193,6 +193,13 @@ def test_toy2ds_needs_a_prefix_lm() -> None:
         RunConfig().with_overrides({"task": "toy2ds"})
 
 
+@pytest.mark.parametrize("key, task", [("world.width=4", "toy2ds"), ("toy2ds.n_test_per_k=50", "relations")])
+def test_a_setting_of_the_other_tasks_data_is_refused_not_ignored(key, task) -> None:
+    overrides = [key, *([f"{k}={v}" for k, v in TINY.items()] if task == "toy2ds" else [])]
+    with pytest.raises(ConfigError, match=f"{key.split('=')[0]} does not apply to task='{task}'"):
+        RunConfig().with_overrides(overrides)
+
+
 def test_a_config_saved_before_the_task_field_reads_as_the_relation_world() -> None:
     data = RunConfig().to_dict()
     del data["task"], data["toy2ds"]
@@ -261,12 +268,13 @@ def test_generation_feeds_back_each_token_and_stops_at_eot(world) -> None:
 
 
 def test_a_null_batch_size_means_the_tasks_minibatch_and_toy2ds_runs_are_never_stacked() -> None:
-    from circuits.config import TrainConfig
+    from circuits.config import TrainConfig, WorldConfig
     from circuits.data import World
     from circuits.train.ensemble import ensemble_key
     from circuits.train.loop import batch_size
 
     task = Toy2DSTask(Toy2DSConfig(n_train_per_k=10, n_test_per_k=4))
     assert batch_size(TrainConfig(), task) == 256 and batch_size(TrainConfig(batch_size=32), task) == 32
-    assert batch_size(TrainConfig(), World(RunConfig().world)) is None
+    world = World(WorldConfig(width=6, n_labels=6, n_pair_labels=4, n_single_positions=4, n_pair_positions=8))
+    assert batch_size(TrainConfig(), world) is None
     assert ensemble_key(RunConfig().with_overrides(TINY)) is None and ensemble_key(RunConfig()) is not None
