@@ -164,7 +164,8 @@ def print_metrics(metrics: Mapping[str, float], *, title: str, extra: Mapping[st
         from circuits.data.retrieval import label_aware_chance
 
         table.add_column("label-aware chance", justify="right")
-    for key, label in ACCURACY_LABELS.items():
+    labels = {**ACCURACY_LABELS, **{key: key for key in metrics if key not in ACCURACY_LABELS}}  # a task's own metrics as named
+    for key, label in labels.items():
         if key in metrics:
             fmt = "{:.2f}" if key in COUNT_METRICS else "{:.1%}"
             value = metrics[key]

@@ -175,6 +175,12 @@ def training_setup(
     return ClipObjective(pooled_only, cfg.train.loss, cfg.train.positives), clip_batch(task, device, cfg.train.positives), lambda m: {"scale": m.scale.item()}
 
 
+def batch_size(tc: TrainConfig, task: Task) -> int | None:
+    """``train.batch_size``, or when it is null the task's ``default_batch_size`` if it has one
+    (the toy 2DS: 256), else None (full batch: the relation worlds)."""
+    return tc.batch_size if tc.batch_size is not None else getattr(task, "default_batch_size", None)
+
+
 @training_entry  # checks threads, device and size first; runs with train.threads threads
 def train(
     cfg: RunConfig,
@@ -202,7 +208,7 @@ def train(
 
     start = time.perf_counter()
     history = fit(
-        model, objective, batches(data, tc.batch_size, seed=tc.seed), make_optimizer(model, tc), tc.steps,
+        model, objective, batches(data, batch_size(tc, world), seed=tc.seed), make_optimizer(model, tc), tc.steps,
         evaluate=lambda m: {**extra(m), **evaluate(m, world, world.split_names)}, eval_every=tc.eval_every,
         log=on_eval, metrics_path=metrics_path, progress=progress, show=world.eval_splits, step_losses=True,
     )
