@@ -17,6 +17,7 @@ b_Q W_K^T P^T (App. E). Zeroing a term hook removes that term from the scores (F
 
 from __future__ import annotations
 
+import functools
 import math
 
 import einops
@@ -28,11 +29,23 @@ from transformer_lens import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
 
 from circuits.config import EncoderConfig
-from circuits.models.components import Sources, fire_read_only
+from circuits.models.components import Sources, fire_read_only, softmax
 from circuits.models.masks import AttentionMask, make_mask
 from circuits.models.terms import B, term_name
 from circuits.models.pooled_ops import TablePlan, mix_rows
 from circuits.models.positional import make_rotary
+
+
+@functools.lru_cache(maxsize=256)
+def _pooled_keys(mask: AttentionMask, qi: int, n: int) -> tuple[int, Tensor | None]:
+    """(number of keys up to the last one query ``qi`` may read, the disallowed ones among them
+    or None), from the mask on the CPU (no device sync); cached (masks are frozen)."""
+    if mask.is_full:
+        return n, None
+    row = mask.allowed(torch.tensor([qi]), torch.arange(n))[0]
+    n_keys = int(row.nonzero().max()) + 1
+    hidden = ~row[:n_keys]
+    return n_keys, (hidden if bool(hidden.any()) else None)
 
 
 class Attention(nn.Module):
@@ -126,7 +139,7 @@ class Attention(nn.Module):
         scores = scores / math.sqrt(self.cfg.d_head)
         if not self.mask.is_full:
             scores = scores.masked_fill(~self.mask.allowed(q_pos, k_pos), float("-inf"))
-        pattern = F.softmax(scores, dim=-1)
+        pattern = softmax(scores)
         mixed = einops.einsum(pattern, x, "b h k, b k m -> b h m")
         z = einops.einsum(mixed, self.W_V, "b h m, h m d -> b h d") + self.b_V
         out = einops.rearrange(z, "b h d -> b (h d)") @ einops.rearrange(self.W_O, "h d m -> (h d) m")
@@ -137,6 +150,7 @@ class Attention(nn.Module):
         table: Float[Tensor, "vocab pos d_model"],
         tokens: Int[Tensor, "batch pos"],
         query_index: int,
+        residual: Float[Tensor, "vocab d_model"] | None = None,
     ) -> Float[Tensor, "batch d_model"]:
         """First-layer output at one query position, from the table of its possible inputs.
 
@@ -147,16 +161,19 @@ class Attention(nn.Module):
         gathered from the [head, query token, key row] table, and each head's values are
         folded into W_O once per table row (``ov``), so the output is a sparse weighted sum of
         ``ov`` rows (`pooled_ops.mix_rows`): batch x head x key terms, no dense
-        [batch, table rows] matrix. Exact; no hooks fire on this path.
+        [batch, table rows] matrix. With ``residual`` (the stream's row per query token) the
+        output also holds ``residual[query token]``, and the bias: both enter the same sum, as
+        rows of weight 1. Exact; no hooks fire on this path.
         """
         n_vocab, n_pos, m = table.shape
         b, n = tokens.shape
         h, d = self.cfg.n_heads, self.cfg.d_head
         qi = query_index % n
-        n_keys, hidden = self._pooled_keys(qi, n)  # keys after the last allowed one get no weight
+        n_keys, hidden = _pooled_keys(self.mask, qi, n)  # keys after the last allowed one get no weight
+        with_residual = residual is not None
         plan = getattr(self, "_pooled_plan", None)
-        if plan is None or not plan.matches(tokens, n_vocab, n_keys, qi, h):
-            plan = TablePlan(tokens, n_vocab, n_keys, qi, h)
+        if plan is None or not plan.matches(tokens, n_vocab, n_keys, qi, h, with_residual):
+            plan = TablePlan(tokens, n_vocab, n_keys, qi, h, with_residual)
             if torch.is_grad_enabled():  # training passes the same tokens every step: keep it
                 self._pooled_plan = plan
         n_rows = plan.n_rows
@@ -171,19 +188,12 @@ class Attention(nn.Module):
         scores = qk.reshape(-1).gather(0, plan.score_index).view(b, h, n_keys)
         if hidden is not None:
             scores = scores.masked_fill(hidden.to(scores.device), float("-inf"))
-        pattern = F.softmax(scores, dim=-1)
-        ov = torch.bmm(v.reshape(n_rows, h, d).transpose(0, 1), self.W_O)  # [h, rows, d_model]
-        return mix_rows(pattern.view(b, h * n_keys), ov.reshape(h * n_rows, m), plan) + self.b_O
-
-    def _pooled_keys(self, qi: int, n: int) -> tuple[int, Tensor | None]:
-        """(number of keys up to the last one query ``qi`` may read, the disallowed ones among
-        them or None); computed on the CPU from the mask (no device sync)."""
-        if self.mask.is_full:
-            return n, None
-        row = self.mask.allowed(torch.tensor([qi]), torch.arange(n))[0]
-        n_keys = int(row.nonzero().max()) + 1
-        hidden = ~row[:n_keys]
-        return n_keys, (hidden if bool(hidden.any()) else None)
+        pattern = softmax(scores).view(b, h * n_keys)
+        ov = torch.bmm(v.reshape(n_rows, h, d).transpose(0, 1), self.W_O).reshape(h * n_rows, m)  # [h * rows, d_model]
+        if not with_residual:
+            return mix_rows(pattern, ov, plan) + self.b_O
+        ones = torch.ones(1, 1, dtype=pattern.dtype, device=pattern.device).expand(b, plan.n_extra)
+        return mix_rows(torch.cat([pattern, ones], 1), torch.cat([ov, self.b_O[None], residual]), plan)
 
     # ------------------------------------------------------------- decomposed
     def forward_decomposed(self, sources: Sources) -> Float[Tensor, "batch pos d_model"]:
@@ -221,7 +231,7 @@ class Attention(nn.Module):
         if not self.mask.is_full:
             scores = scores.masked_fill(~self.mask.allowed(q_pos, k_pos), float("-inf"))
         scores = self.hook_attn_scores(scores)
-        pattern = self.hook_pattern(F.softmax(scores, dim=-1))
+        pattern = self.hook_pattern(softmax(scores))
         z = self.hook_z(einops.einsum(pattern, v, "b h q k, b k h d -> b q h d"))
         result = self.hook_result(einops.einsum(z, self.W_O, "b q h d, h d m -> b q h m"))
         return result.sum(dim=2) + self.b_O

@@ -99,9 +99,12 @@ class TransformerBlock(nn.Module):
         self, table: Float[Tensor, "vocab pos d_model"], tokens: Int[Tensor, "batch pos"], query_index: int
     ) -> Float[Tensor, "batch d_model"]:
         """As the first block, pooled row only, from the (token, position) input table."""
-        attn_out = self.dropout(self.attn.forward_pooled_table(self.ln1(table), tokens, query_index))
         qi = query_index % tokens.shape[1]
-        resid = table[:, qi].index_select(0, tokens[:, qi]) + attn_out
+        if self.dropout.p == 0 or not self.training:  # the residual row enters the attention's sum
+            resid = self.attn.forward_pooled_table(self.ln1(table), tokens, query_index, residual=table[:, qi])
+        else:
+            attn_out = self.dropout(self.attn.forward_pooled_table(self.ln1(table), tokens, query_index))
+            resid = table[:, qi].index_select(0, tokens[:, qi]) + attn_out
         if self.mlp is not None:
             resid = resid + self.dropout(self.mlp(self.ln2(resid)))
         return resid

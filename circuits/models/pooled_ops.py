@@ -29,9 +29,9 @@ class TablePlan:
     output's entries are ordered (head, key position), like a ``[batch, head, key]`` pattern.
     """
 
-    def __init__(self, tokens: Tensor, n_vocab: int, n_keys: int, query: int, n_heads: int):
+    def __init__(self, tokens: Tensor, n_vocab: int, n_keys: int, query: int, n_heads: int, residual: bool = False):
         self.tokens, self.version = tokens, tokens._version
-        self.key = (n_vocab, n_keys, query, n_heads)
+        self.key = (n_vocab, n_keys, query, n_heads, residual)
         dev = tokens.device
         b, h = tokens.shape[0], n_heads
         self.n_rows = n_vocab * n_keys
@@ -42,19 +42,28 @@ class TablePlan:
         self.score_index = ((head * n_vocab + self.query_tokens[:, None, None]) * self.n_rows + self.rows[:, None, :]).reshape(-1)
         self.mix_index = (head * self.n_rows + self.rows[:, None, :]).reshape(b, h * n_keys)  # [b, h*k]
         self.n_table_rows = n_heads * self.n_rows  # rows of the mixing table
+        self.n_extra = 0
+        if residual:  # two more entries per output (weight 1): the bias row, the query token's residual row
+            t = self.n_table_rows
+            extra = torch.stack([torch.full_like(self.query_tokens, t), t + 1 + self.query_tokens], 1)
+            self.mix_index = torch.cat([self.mix_index, extra], 1)
+            self.n_table_rows, self.n_extra = t + 1 + n_vocab, 2
         self._backward: tuple[Tensor, Tensor, Tensor] | None = None
         self._pattern: Tensor | None = None
         self._folded: dict[tuple[int, bool], FoldedPlan] = {}  # vmap: see `FoldedPlan`
 
-    def matches(self, tokens: Tensor, n_vocab: int, n_keys: int, query: int, n_heads: int) -> bool:
-        return tokens is self.tokens and tokens._version == self.version and self.key == (n_vocab, n_keys, query, n_heads)
+    def matches(self, tokens: Tensor, n_vocab: int, n_keys: int, query: int, n_heads: int, residual: bool = False) -> bool:
+        return tokens is self.tokens and tokens._version == self.version and self.key == (n_vocab, n_keys, query, n_heads, residual)
 
     def backward_order(self) -> tuple[Tensor, Tensor, Tensor]:
         """(entries sorted by mixing-table row, the output each belongs to, row offsets).
 
-        Derived from a sort of the b*k pixel rows: within head ``h`` the mixing-table rows are
-        ``h * n_rows + row``, so the order is that of the pixels, repeated per head.
+        Without extra entries it is derived from a sort of the b*k pixel rows: within head ``h``
+        the mixing-table rows are ``h * n_rows + row``, so the order is that of the pixels,
+        repeated per head.
         """
+        if self._backward is None and self.n_extra:
+            self._backward = _sorted_entries(self.mix_index, self.n_table_rows)
         if self._backward is None:
             b, k = self.rows.shape
             h = self.key[3]
@@ -98,10 +107,7 @@ class FoldedPlan:
 
     def backward_order(self) -> tuple[Tensor, Tensor, Tensor]:
         if self._backward is None:
-            flat = self.mix_index.reshape(-1)
-            entry = torch.argsort(flat, stable=True)
-            counts = torch.bincount(flat, minlength=self.n_table_rows)
-            self._backward = (entry, torch.div(entry, self.mix_index.shape[1], rounding_mode="floor"), counts.cumsum(0) - counts)
+            self._backward = _sorted_entries(self.mix_index, self.n_table_rows)
         return self._backward
 
     def sparsity(self, dtype: torch.dtype) -> Tensor:
@@ -111,6 +117,14 @@ class FoldedPlan:
 
     def folded(self, members: int, shared_table: bool) -> FoldedPlan:
         return _folded(self, members, shared_table)
+
+
+def _sorted_entries(mix_index: Tensor, n_table_rows: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(entries of ``mix_index`` sorted by table row, the output each belongs to, row offsets)."""
+    flat = mix_index.reshape(-1)
+    entry = torch.argsort(flat, stable=True)
+    counts = torch.bincount(flat, minlength=n_table_rows)
+    return entry, torch.div(entry, mix_index.shape[1], rounding_mode="floor"), counts.cumsum(0) - counts
 
 
 def _csr_pattern(mix_index: Tensor, n_cols: int, dtype: torch.dtype) -> Tensor:

@@ -258,3 +258,39 @@ def test_clip_batch_chosen_text_is_each_images_drawn_caption(make_tiny_cfg):
     batch = clip_batch(world, torch.device("cpu"))
     assert torch.equal(batch.captions[batch.chosen], world.captions[world.train.captions])
     assert bool(batch.truth[torch.arange(len(batch)), batch.chosen].all())
+
+
+@pytest.mark.parametrize("seed, n_images, n_captions, max_true", CASES)
+def test_closed_form_loss_and_gradient_equal_the_op_by_op_form(seed, n_images, n_captions, max_true):
+    """`clip_loss` runs a closed form (`_ClipLoss`: value and gradient in a few passes);
+    `_clip_loss_present` is the loss as first written, op by op, under autograd."""
+    from circuits.train.loss import _clip_loss_present
+
+    logits, truth = random_batch(seed, n_images, n_captions, max_true)
+    present = truth.sum(0) > 0
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        a = (20 * logits).to(dtype).requires_grad_(True)
+        b = (20 * logits).to(dtype)[:, present].detach().requires_grad_(True)
+        fast = clip_loss(a, truth)
+        truth_f = truth[:, present].to(dtype)
+        slow = _clip_loss_present(b, truth_f, truth_f.sum(0))
+        torch.testing.assert_close(fast, slow, rtol=tol, atol=tol)
+        fast.backward()
+        slow.backward()
+        torch.testing.assert_close(a.grad[:, present], b.grad, rtol=tol, atol=tol)
+        assert (a.grad[:, ~present] == 0).all()
+
+
+def test_loss_under_vmap_of_grad_equals_each_members_loss_and_gradient():
+    logits, truth = random_batch(4, 12, 9, 2)
+    truth = truth[:, truth.sum(0) > 0]
+    stacked = torch.randn(3, *truth.shape, dtype=torch.float64) * 5
+    grads, values = torch.func.vmap(torch.func.grad_and_value(lambda x: clip_loss(x, truth)))(stacked)
+    batched_truth = torch.func.vmap(lambda x: clip_loss(x[0], x[1]))((stacked, truth.expand(3, *truth.shape)))
+    for k in range(3):
+        x = stacked[k].clone().requires_grad_(True)
+        loss = clip_loss(x, truth)
+        loss.backward()
+        torch.testing.assert_close(values[k], loss.detach())
+        torch.testing.assert_close(batched_truth[k], loss.detach())
+        torch.testing.assert_close(grads[k], x.grad)
