@@ -178,6 +178,11 @@ class TrainConfig:
     seed: int = 0  # initialisation and minibatch order
     device: str = "auto"  # "auto" = cuda when available, else cpu
     loss: Literal["soft_targets", "mask_false_negatives"] = "soft_targets"  # App. N.2 / A10.2; see circuits.train.loss
+    # Which true captions of a training image are its positives: "all_true" (every caption true of it, e.g. both
+    # "X left Y" and "Y right X"), or "one_drawn" (one of them, drawn once per image from world.seed, as in a plain
+    # (image, caption) dataset: an equivalent caption in other words is then a negative). CHOICE, see App. L in
+    # docs/reproduction.md.
+    positives: Literal["all_true", "one_drawn"] = "all_true"
     threads: int | None = 1  # CPU threads for torch; null = torch's default (one per core), see circuits.runtime
 
 
@@ -252,6 +257,8 @@ class RunConfig:
         _check(t.batch_size is None or t.batch_size >= 2, f"train.batch_size must be >= 2 or null (got {t.batch_size})")
         _check(t.loss in ("soft_targets", "mask_false_negatives"),
                f"train.loss must be 'soft_targets' or 'mask_false_negatives' (got {t.loss!r})")
+        _check(t.positives in ("all_true", "one_drawn"),
+               f"train.positives must be 'all_true' or 'one_drawn' (got {t.positives!r})")
         _check(t.eval_every >= 1, f"train.eval_every must be >= 1 (got {t.eval_every})")
         _check(t.threads is None or t.threads >= 1, f"train.threads must be >= 1 or null (got {t.threads})")
         _check(

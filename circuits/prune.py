@@ -148,7 +148,7 @@ def prune_and_retrain(run: Run, keep: tuple[int, ...], *, layer: int = 0, encode
     model.train()
     try:
         history = fit(
-            model, ClipObjective(True, tc.loss), batches(clip_batch(task, device), tc.batch_size, seed=tc.seed),
+            model, ClipObjective(True, tc.loss, tc.positives), batches(clip_batch(task, device, tc.positives), tc.batch_size, seed=tc.seed),
             make_optimizer(model, tc), steps, evaluate=lambda m: evaluate(m, task, task.split_names),
             eval_every=tc.eval_every, progress=progress, show=("unseen_pair",),
         )

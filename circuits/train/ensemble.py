@@ -40,9 +40,12 @@ MEMBER_ENCODER_FIELDS = ("init_embed_std", "init_pos_std", "init_weight_std")
 
 def ensemble_key(cfg: RunConfig) -> str | None:
     """Configs with equal keys can be trained in one stack; None: this config cannot be stacked
-    (minibatches or dropout: members would not equal their single runs)."""
-    m = cfg.model
-    if cfg.train.batch_size is not None or m.vision.dropout > 0 or m.text.dropout > 0:
+    (minibatches, dropout, a loss or positives other than the default multi-positive CLIP loss
+    of `clip_loss_all_present`, or a prefix-LM: members would not equal their single runs)."""
+    m, t = cfg.model, cfg.train
+    if t.batch_size is not None or m.vision.dropout > 0 or m.text.dropout > 0:
+        return None
+    if m.kind != "clip" or t.loss != "soft_targets" or t.positives != "all_true":
         return None
     data = cfg.to_dict()
     for section, key in MEMBER_FIELDS:
@@ -80,7 +83,7 @@ def train_ensemble(
         from circuits.errors import ConfigError
 
         raise ConfigError("these configs cannot share an ensemble: they differ in more than seeds and init"
-                          " scales, or use minibatches / dropout (see circuits.train.ensemble.ensemble_key)")
+                          " scales, or use minibatches / dropout / a non-default loss (see circuits.train.ensemble.ensemble_key)")
     tc = cfgs[0].train
     for cfg in cfgs:
         preflight(cfg)

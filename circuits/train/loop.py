@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
+from jaxtyping import Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from circuits.checkpoint import Run, resolve_device
 from circuits.config import RunConfig, TrainConfig
 from circuits.data import World
+from circuits.errors import ConfigError
 from circuits.evaluation import evaluate
 from circuits.models import build_model
 from circuits.runtime import training_entry
@@ -144,14 +146,28 @@ def make_optimizer(
 TrainResult = Run  # what `train` returns: config, model, task, history, seconds
 
 
-def clip_batch(world: World, device: torch.device) -> ClipBatch:
+def clip_batch(world: World, device: torch.device, positives: str = "all_true") -> ClipBatch:
     """The training set of ``world`` as one `ClipBatch` on ``device``: every training image, and
-    as texts the captions of training images."""
+    as texts the captions of training images.
+
+    Each image's chosen text is its canonical caption (``positives="all_true"``) or one of its
+    true captions drawn once from ``world.cfg.seed`` (``"one_drawn"``, `train.positives`).
+    """
+    if positives not in ("all_true", "one_drawn"):
+        raise ConfigError(f"positives must be 'all_true' or 'one_drawn' (got {positives!r})")
     data = world.train.to(device)
     caption_ids = world.train_caption_ids.to(device)
-    chosen = torch.searchsorted(caption_ids, data.captions.contiguous())  # each image's own text, as a column of the batch
+    own = data.captions if positives == "all_true" else draw_caption(world.train.true_captions, world.cfg.seed).to(device)
+    chosen = torch.searchsorted(caption_ids, own.contiguous())  # each image's own text, as a column of the batch
     truth = data.truth(world.n_captions)[:, caption_ids]
     return ClipBatch(data.images, world.captions.to(device)[caption_ids], truth, chosen)
+
+
+def draw_caption(true_captions: Int[Tensor, "n k"], seed: int) -> Int[Tensor, " n"]:
+    """One of each row's true captions (entries >= 0), uniformly, reproducibly from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.rand(true_captions.shape, generator=gen).masked_fill(true_captions.cpu() < 0, -1.0)
+    return true_captions.cpu().gather(1, scores.argmax(1, keepdim=True)).squeeze(1)
 
 
 def training_setup(
@@ -162,7 +178,7 @@ def training_setup(
     prefix-LM on its teacher-forced sequences. The one place the recipe depends on the kind."""
     if cfg.model.kind == "prefix_lm":
         return CaptionObjective(), task.train_batch(device), lambda m: {}
-    return ClipObjective(pooled_only, cfg.train.loss), clip_batch(task, device), lambda m: {"scale": m.scale.item()}
+    return ClipObjective(pooled_only, cfg.train.loss, cfg.train.positives), clip_batch(task, device, cfg.train.positives), lambda m: {"scale": m.scale.item()}
 
 
 @training_entry  # checks threads, device and size first; runs with train.threads threads

@@ -64,15 +64,20 @@ class ClipObjective:
     ``pooled_only`` (default True) uses the encoders' pooled-row-only forward (exact, much
     faster); False runs the full hooked forward (same function; for benchmarks, cross-checks).
     ``loss_mode``: ``"soft_targets"`` (`clip_loss`) or ``"mask_false_negatives"`` (`masked_clip_loss`,
-    which needs ``batch.chosen``).
+    which needs ``batch.chosen``). ``positives`` (soft targets only; `train.positives`):
+    ``"all_true"``, every caption true of an image is a positive; ``"one_drawn"``, only its chosen
+    text is, so a caption that is also true of it but worded otherwise is a negative.
     """
 
     pooled_only: bool = True
     loss_mode: str = "soft_targets"
+    positives: str = "all_true"
 
     def __post_init__(self) -> None:
         if self.loss_mode not in ("soft_targets", "mask_false_negatives"):
             raise ConfigError(f"loss mode must be 'soft_targets' or 'mask_false_negatives' (got {self.loss_mode!r})")
+        if self.positives not in ("all_true", "one_drawn"):
+            raise ConfigError(f"positives must be 'all_true' or 'one_drawn' (got {self.positives!r})")
 
     def loss(self, model: nn.Module, batch: ClipBatch) -> Float[Tensor, ""]:
         img = F.normalize(model.encode_image(batch.images, pooled_only=self.pooled_only), dim=-1)
@@ -81,6 +86,10 @@ class ClipObjective:
             if batch.chosen is None:
                 raise ConfigError("loss 'mask_false_negatives' needs a batch with a chosen text per image (ClipBatch.chosen)")
             return masked_clip_loss(model.scale * img @ txt.T, batch.truth, batch.chosen)
+        if self.positives == "one_drawn":
+            if batch.chosen is None:
+                raise ConfigError("positives 'one_drawn' needs a batch with a chosen text per image (ClipBatch.chosen)")
+            return clip_loss(model.scale * img @ txt.T, F.one_hot(batch.chosen, len(batch.captions)).bool())
         return clip_loss(model.scale * img @ txt.T, batch.truth)
 
 

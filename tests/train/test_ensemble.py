@@ -52,3 +52,9 @@ def test_minibatches_and_dropout_are_never_stacked(make_tiny_cfg):
     cfg = make_tiny_cfg()
     assert ensemble_key(cfg.with_overrides({"train.batch_size": 8})) is None
     assert ensemble_key(cfg.with_overrides({"model.vision.dropout": 0.1})) is None
+
+
+def test_losses_the_stack_does_not_compute_are_never_stacked(make_tiny_cfg):
+    cfg = make_tiny_cfg()
+    for change in ({"train.loss": "mask_false_negatives"}, {"train.positives": "one_drawn"}, {"model.kind": "prefix_lm"}):
+        assert ensemble_key(cfg.with_overrides(change)) is None, change

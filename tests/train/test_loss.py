@@ -294,3 +294,31 @@ def test_loss_under_vmap_of_grad_equals_each_members_loss_and_gradient():
         torch.testing.assert_close(values[k], loss.detach())
         torch.testing.assert_close(batched_truth[k], loss.detach())
         torch.testing.assert_close(grads[k], x.grad)
+
+
+def test_one_drawn_positive_is_one_of_each_images_true_captions_and_uses_both_phrasings(make_tiny_cfg):
+    from circuits.data import World
+    from circuits.train import clip_batch
+
+    world = World(make_tiny_cfg(captions="bidirectional").world)
+    batch = clip_batch(world, torch.device("cpu"), "one_drawn")
+    own = torch.searchsorted(world.train_caption_ids, world.train.true_captions.clamp(min=0))
+    drawn = (own == batch.chosen[:, None]) & (world.train.true_captions >= 0)
+    assert bool(drawn.any(1).all())
+    pairs = world.train.n_objects == 2
+    assert 0 < int(drawn[pairs, 1].sum()) < int(pairs.sum())  # some pair images are captioned "Y right X", some not
+    assert torch.equal(batch.chosen, clip_batch(world, torch.device("cpu"), "one_drawn").chosen)
+
+
+def test_one_drawn_positives_make_the_other_true_caption_a_negative(make_tiny_cfg):
+    from circuits.train import ClipObjective, clip_batch
+
+    model, world = clip_for(make_tiny_cfg(captions="bidirectional"))
+    batch = clip_batch(world, torch.device("cpu"), "one_drawn")
+    with torch.no_grad():
+        img = F.normalize(model.encode_image(batch.images), dim=-1)
+        logits = model.scale * img @ F.normalize(model.encode_text(batch.captions), dim=-1).T
+        got = ClipObjective(positives="one_drawn").loss(model, batch)
+    one = F.one_hot(batch.chosen, len(batch.captions)).bool()
+    torch.testing.assert_close(got, textbook_loss(logits, one).float(), rtol=1e-5, atol=1e-6)
+    assert abs(got.item() - textbook_loss(logits, batch.truth).item()) > 1e-3
