@@ -121,6 +121,26 @@ def _targets(truth: Tensor, dtype: torch.dtype, all_present: bool = False) -> _T
     return targets
 
 
+def _loss_from_shifted(a: Tensor, t2i_weight: Tensor, index: Tensor, k_i2t: Tensor, k_t2i: Tensor, log_count_term: Tensor):
+    """(loss, e1, s1, e0, s0) from ``a = logits + log n_c`` (a fresh tensor; overwritten)."""
+    e0 = a - a.amax(0, keepdim=True)  # logits - max_i logits (the log n_c shift cancels)
+    e1 = a.sub_(a.amax(1, keepdim=True))  # A - max_c A, <= 0
+    picked = (e1.reshape(-1)[index] * k_i2t + e0.reshape(-1)[index] * k_t2i).sum()
+    s1 = e1.exp_().sum(1, keepdim=True)
+    s0 = e0.exp_().sum(0, keepdim=True)
+    value = s1.log().mean() + (s0.log().squeeze(0) * t2i_weight).sum() + log_count_term - picked
+    return value / 2, e1, s1, e0, s0
+
+
+def _logits_grad(grad: Tensor, e1: Tensor, s1: Tensor, e0: Tensor, s0: Tensor, t2i_weight: Tensor, index: Tensor,
+                 k_i2t: Tensor, k_t2i: Tensor) -> Tensor:
+    """d loss / d logits from what `_loss_from_shifted` kept (a fresh tensor)."""
+    half = grad / 2
+    out = torch.addcmul(e1 * (half / (e1.shape[0] * s1)), e0, half * t2i_weight / s0)
+    out.view(-1).index_add_(0, index, (k_i2t + k_t2i) * -half)
+    return out
+
+
 class _ClipLoss(torch.autograd.Function):
     """The soft-target loss in closed form, forward and backward in a few passes over the logits.
 
@@ -129,10 +149,11 @@ class _ClipLoss(torch.autograd.Function):
         loss = (mean_i lse1_i + sum_c (n_c / N) lse0_c - sum_ic K_ic logits_ic) / 2
         dloss/dlogits = (softmax_c(A) / B + (n_c / N) softmax_i(logits) - K) / 2
 
-    which is `_clip_loss_present` (image->text: ``sum_c t_ic (log n_c - log_softmax(A)_ic)``,
-    whose rows of ``t`` sum to 1; text->image: each caption's cross-entropy over images,
-    weighted by n_c), rearranged. The value is summed from the shifted logits ``A - max`` and
-    ``logits - max`` (no cancellation between two large terms). A vmap rule is generated (ensembles).
+    with ``K = t_i2t / B + truth / N``: `_clip_loss_present` (image->text: ``sum_c t_ic (log n_c -
+    log_softmax(A)_ic)``, whose rows of ``t`` sum to 1; text->image: each caption's
+    cross-entropy over images, weighted by n_c), rearranged. The value is summed from the shifted
+    logits ``A - max`` and ``logits - max`` (no cancellation between two large terms). A vmap
+    rule is generated (ensembles).
     """
 
     generate_vmap_rule = True
@@ -141,14 +162,7 @@ class _ClipLoss(torch.autograd.Function):
     def forward(  # type: ignore[override]
         logits: Tensor, log_counts: Tensor, t2i_weight: Tensor, index: Tensor, k_i2t: Tensor, k_t2i: Tensor, log_count_term: Tensor
     ) -> tuple[Tensor, ...]:
-        e1 = logits + log_counts
-        e1 = e1 - e1.amax(1, keepdim=True)  # A - max_c A, <= 0
-        e0 = logits - logits.amax(0, keepdim=True)
-        picked = (e1.reshape(-1)[index] * k_i2t + e0.reshape(-1)[index] * k_t2i).sum()
-        s1 = e1.exp_().sum(1, keepdim=True)
-        s0 = e0.exp_().sum(0, keepdim=True)
-        value = s1.log().mean() + (s0.log().squeeze(0) * t2i_weight).sum() + log_count_term - picked
-        return value / 2, e1, s1, e0, s0
+        return _loss_from_shifted(logits + log_counts, t2i_weight, index, k_i2t, k_t2i, log_count_term)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
@@ -160,11 +174,73 @@ class _ClipLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor, *_) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        e1, s1, e0, s0, t2i_weight, index, k_i2t, k_t2i = ctx.saved_tensors
-        half = grad / 2
-        out = torch.addcmul(e1 * (half / (e1.shape[0] * s1)), e0, half * t2i_weight / s0)
-        out.view(-1).index_add_(0, index, (k_i2t + k_t2i) * -half)
-        return out, None, None, None, None, None, None
+        return _logits_grad(grad, *ctx.saved_tensors), None, None, None, None, None, None
+
+
+class _ClipHeadLoss(torch.autograd.Function):
+    """`_ClipLoss` of ``scale * normalize(images) @ normalize(texts).T``, normalisation and the
+    logits matmul included (as ``F.normalize``: ``x / max(|x|, 1e-12)``). ``log n_c`` enters the
+    matmul as its bias; backward: two matmuls, the scale's gradient from the [B, d] product
+    ``(dL/dlogits @ texts) . images`` and the normalisations' Jacobians, with no autograd
+    graph inside. A vmap rule is generated (ensembles)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        images: Tensor, texts: Tensor, scale: Tensor, log_counts: Tensor, t2i_weight: Tensor, index: Tensor,
+        k_i2t: Tensor, k_t2i: Tensor, log_count_term: Tensor,
+    ) -> tuple[Tensor, ...]:
+        img_norm = images.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+        txt_norm = texts.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+        img = images / img_norm
+        txt = texts / txt_norm
+        a = torch.addmm(log_counts, img * scale, txt.T)
+        return (*_loss_from_shifted(a, t2i_weight, index, k_i2t, k_t2i, log_count_term), img, img_norm, txt, txt_norm)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        _, _, scale, _, t2i_weight, index, k_i2t, k_t2i, _ = inputs
+        _, e1, s1, e0, s0, img, img_norm, txt, txt_norm = output
+        ctx.save_for_backward(e1, s1, e0, s0, t2i_weight, index, k_i2t, k_t2i, img, img_norm, txt, txt_norm, scale)
+        ctx.mark_non_differentiable(e1, s1, e0, s0, img, img_norm, txt, txt_norm)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, *_) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        e1, s1, e0, s0, t2i_weight, index, k_i2t, k_t2i, img, img_norm, txt, txt_norm, scale = ctx.saved_tensors
+        g = _logits_grad(grad, e1, s1, e0, s0, t2i_weight, index, k_i2t, k_t2i)  # d loss / d logits
+        g_img = g @ txt  # d loss / d (scale * img), / scale
+        g_txt = (g.T @ img).mul_(scale)
+        g_scale = (g_img * img).sum()
+        g_img = g_img.mul_(scale)
+        return (_normalize_grad(g_img, img, img_norm), _normalize_grad(g_txt, txt, txt_norm), g_scale,
+                None, None, None, None, None, None)
+
+
+_EPS = 1e-12  # F.normalize's
+
+
+def _normalize_grad(grad: Tensor, unit: Tensor, norm: Tensor) -> Tensor:
+    """d / dx of ``x / max(|x|, eps)`` applied to ``grad`` (``unit`` the output, ``norm`` the clamped |x|)."""
+    projected = torch.addcmul(grad, unit, (grad * unit).sum(-1, keepdim=True), value=-1)
+    return torch.where(norm > _EPS, projected, grad) / norm
+
+
+def clip_loss_of_embeddings(
+    images: Float[Tensor, "batch d"], texts: Float[Tensor, "n_captions d"], scale: Float[Tensor, ""],
+    truth: Bool[Tensor, "batch n_captions"],
+) -> Float[Tensor, ""]:
+    """``clip_loss(scale * normalize(images) @ normalize(texts).T, truth)`` in one fused step
+    (`_ClipHeadLoss`); the training objective's form. Captions true of no image are dropped from
+    ``texts`` before the matmul."""
+    plain = _unbatched(truth)
+    if plain is None:
+        return clip_loss(scale * F.normalize(images, dim=-1) @ F.normalize(texts, dim=-1).T, truth)
+    targets = _targets(plain, images.dtype)
+    if targets.present is not None:
+        texts = texts[targets.present]
+    return _ClipHeadLoss.apply(images, texts, scale, *targets.tensors())[0]
 
 
 def _clip_loss_present(logits: Tensor, truth_f: Tensor, counts: Tensor) -> Tensor:

@@ -322,3 +322,26 @@ def test_one_drawn_positives_make_the_other_true_caption_a_negative(make_tiny_cf
     one = F.one_hot(batch.chosen, len(batch.captions)).bool()
     torch.testing.assert_close(got, textbook_loss(logits, one).float(), rtol=1e-5, atol=1e-6)
     assert abs(got.item() - textbook_loss(logits, batch.truth).item()) > 1e-3
+
+
+@pytest.mark.parametrize("seed, n_images, n_captions, max_true", CASES)
+def test_the_fused_loss_of_embeddings_equals_the_loss_of_their_cosine_logits(seed, n_images, n_captions, max_true):
+    """`clip_loss_of_embeddings` (normalisation, logits matmul and loss in one autograd step)
+    against `clip_loss` of ``scale * cos`` under autograd: value and every gradient."""
+    from circuits.train.loss import clip_loss_of_embeddings
+
+    _, truth = random_batch(seed, n_images, n_captions, max_true)
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(n_images, 6, generator=gen, dtype=torch.float64)
+    texts = torch.randn(n_captions, 6, generator=gen, dtype=torch.float64)
+    images[0] = 0.0  # a zero embedding: F.normalize's eps branch
+    log_scale = torch.tensor(2.5, dtype=torch.float64)
+    leaves = [[t.clone().requires_grad_(True) for t in (images, texts, log_scale)] for _ in range(2)]
+    (i1, t1, s1), (i2, t2, s2) = leaves
+    fused = clip_loss_of_embeddings(i1, t1, s1.exp(), truth)
+    plain = clip_loss(s2.exp() * F.normalize(i2, dim=-1) @ F.normalize(t2, dim=-1).T, truth)
+    torch.testing.assert_close(fused, plain, rtol=1e-12, atol=1e-12)
+    fused.backward()
+    plain.backward()
+    for a, b in zip((i1, t1, s1), (i2, t2, s2)):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
