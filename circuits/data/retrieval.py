@@ -20,11 +20,19 @@ from torch import Tensor
 
 
 def true_captions_on_top(sim: Float[Tensor, "n c"], truth: Bool[Tensor, "n c"]) -> Bool[Tensor, " n"]:
-    """The image's t true captions are exactly its t most similar captions."""
-    n_true = truth.sum(-1)
-    top_is_true = truth.gather(1, sim.argsort(dim=-1, descending=True))  # is the k-th ranked caption true?
-    k = torch.arange(sim.shape[1], device=sim.device)
-    return (top_is_true | (k[None, :] >= n_true[:, None])).all(-1)
+    """The image's t true captions are exactly its t most similar captions: every true caption
+    ranks above every false one (the lowest true similarity above the highest false one; on an
+    exact tie the lower caption index ranks first, as in a stable sort). No sort: a few passes."""
+    lowest_true = sim.masked_fill(~truth, float("inf")).amin(-1)  # +inf: no true caption
+    highest_false = sim.masked_fill(truth, float("-inf")).amax(-1)  # -inf: no false caption
+    on_top = lowest_true > highest_false
+    tie = lowest_true == highest_false
+    if bool(tie.any()):
+        index = torch.arange(sim.shape[1], device=sim.device)
+        last_true = torch.where(truth & (sim == lowest_true[:, None]), index, -1).amax(-1)
+        first_false = torch.where(~truth & (sim == highest_false[:, None]), index, sim.shape[1]).amin(-1)
+        on_top = on_top | (tie & (last_true < first_false))
+    return on_top
 
 
 def top1_correct(sim: Float[Tensor, "n c"], truth: Bool[Tensor, "n c"]) -> Bool[Tensor, " n"]:

@@ -371,6 +371,15 @@ class World:
         """Cosine similarity of each image with every candidate caption, [n, n_captions]."""
         return self.image_embeddings(model, images, pooled_only) @ self.caption_embeddings(model, pooled_only).T
 
+    def _truth(self, name: str, device: torch.device) -> Bool[Tensor, "n n_captions"]:
+        """``self[name].truth(self.n_captions)`` on ``device``, built once (evaluation runs every
+        few training steps)."""
+        cache = self.__dict__.setdefault("_truth_cache", {})
+        split, key = self[name], (name, str(device))
+        if key not in cache or cache[key][0] is not split:
+            cache[key] = (split, split.truth(self.n_captions).to(device))
+        return cache[key][1]
+
     def evaluate(self, model, splits: tuple[str, ...] | None = None, pooled_only: bool = True) -> dict[str, float]:
         """Retrieval accuracy per split (true captions on top), plus ``label_set`` (App. H) and,
         for bidirectional captions, ``top1`` / ``top2`` of the unseen-pair split (Sec. 7)."""
@@ -379,7 +388,7 @@ class World:
         for name in splits or self.eval_splits:
             split = self[name]
             sim = self.image_embeddings(model, split.images, pooled_only) @ texts.T
-            truth = split.truth(self.n_captions).to(sim.device)
+            truth = self._truth(name, sim.device)
             out[name] = retrieval.mean(retrieval.true_captions_on_top(sim, truth))
             if name == "unseen_pair":
                 out["label_set"] = retrieval.mean(retrieval.label_set_correct(sim, split.objects, self.caption_objects))

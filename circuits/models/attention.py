@@ -1,7 +1,9 @@
 """Multi-head attention with TransformerLens names, and its exact term decomposition.
 
 Plain forward: ``hook_q|k|v`` -> ``hook_attn_scores`` (pre-softmax, / sqrt(d_head), masked) ->
-``hook_pattern`` -> ``hook_z`` -> ``hook_result`` (per head) -> summed output.
+``hook_pattern`` -> ``hook_z`` -> ``hook_result`` (per head) -> summed output. ``hook_result``
+(4x the output's size) is built only when a hook is attached to it (caching included);
+otherwise ``z`` goes through ``W_O`` in one matmul.
 
 Decomposed forward (analysis only, see `HookedEncoder.decomposed`): the attention input arrives
 as named sources (E token embedding, P positional embedding, H what earlier layers wrote, N the
@@ -17,6 +19,7 @@ b_Q W_K^T P^T (App. E). Zeroing a term hook removes that term from the scores (F
 
 from __future__ import annotations
 
+import functools
 import math
 
 import einops
@@ -28,11 +31,34 @@ from transformer_lens import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
 
 from circuits.config import EncoderConfig
-from circuits.models.components import Sources, fire_read_only
+from circuits.models.components import Sources, fire_read_only, softmax
 from circuits.models.masks import AttentionMask, make_mask
 from circuits.models.terms import B, term_name
-from circuits.models.pooled_ops import TablePlan, mix_rows
+from circuits.models.pooled_ops import LayerPlan, PlanCache, pooled_table_attention
 from circuits.models.positional import make_rotary
+
+
+@functools.lru_cache(maxsize=256)
+def _pooled_keys(mask: AttentionMask, qi: int, n: int) -> tuple[int, Tensor | None]:
+    """(number of keys up to the last one query ``qi`` may read, the disallowed ones among them
+    or None), from the mask on the CPU (no device sync); cached (masks are frozen)."""
+    if mask.is_full:
+        return n, None
+    row = mask.allowed(torch.tensor([qi]), torch.arange(n))[0]
+    n_keys = int(row.nonzero().max()) + 1
+    hidden = ~row[:n_keys]
+    return n_keys, (hidden if bool(hidden.any()) else None)
+
+
+def _has_hooks(hook: HookPoint) -> bool:
+    """Whether any forward or backward hook (of this hook point, or a global module hook) would
+    see ``hook``'s activation: then it must be computed (``hook_result``, [batch, pos, head,
+    d_model], is otherwise skipped). ``run_with_cache`` attaches hooks, so caches still hold it."""
+    return bool(
+        hook._forward_hooks or hook._forward_pre_hooks or hook._backward_hooks or hook._backward_pre_hooks
+        or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks
+        or nn.modules.module._global_backward_hooks or nn.modules.module._global_backward_pre_hooks
+    )
 
 
 class Attention(nn.Module):
@@ -126,17 +152,58 @@ class Attention(nn.Module):
         scores = scores / math.sqrt(self.cfg.d_head)
         if not self.mask.is_full:
             scores = scores.masked_fill(~self.mask.allowed(q_pos, k_pos), float("-inf"))
-        pattern = F.softmax(scores, dim=-1)
+        pattern = softmax(scores)
         mixed = einops.einsum(pattern, x, "b h k, b k m -> b h m")
         z = einops.einsum(mixed, self.W_V, "b h m, h m d -> b h d") + self.b_V
         out = einops.rearrange(z, "b h d -> b (h d)") @ einops.rearrange(self.W_O, "h d m -> (h d) m")
         return (out + self.b_O)[:, None]
+
+    def forward_table(
+        self, table: Float[Tensor, "vocab pos d_model"], tokens: Int[Tensor, "batch pos"]
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """`forward` of layer 0 (every position) from the table of its possible inputs.
+
+        The input at position p is a function of (token, p) only, so queries, keys and values are
+        projected once per (token, position) pair (d_vocab x n rows instead of batch x n) and
+        gathered per image; when there are fewer vocabulary pairs than images (d_vocab^2 <=
+        batch) the scores too come from a [head, row, row] table. Exact; no hooks fire.
+        """
+        n_vocab, _, m = table.shape
+        b, n = tokens.shape
+        h, d = self.cfg.n_heads, self.cfg.d_head
+        score_table = n_vocab * n_vocab <= b
+        if "_plans" not in self.__dict__:
+            self._plans = PlanCache()
+        plan = self._plans.get(tokens, n_vocab, h, score_table, kind=LayerPlan)
+        n_rows = plan.n_rows
+        W = torch.cat([self.W_Q, self.W_K, self.W_V]).permute(1, 0, 2).reshape(m, 3 * h * d)
+        bias = torch.cat([self.b_Q, self.b_K, self.b_V]).reshape(3 * h * d)
+        qkv = torch.addmm(bias, table[:, :n].reshape(n_rows, m), W).view(n_rows, 3, h * d)
+        q, k, v = qkv.unbind(1)  # [rows, h * d] each
+        pos = torch.arange(n, device=table.device)
+        if self.rotary is not None:
+            q = self.rotary(q.reshape(n_vocab, n, h, d), pos).reshape(n_rows, h * d)
+            k = self.rotary(k.reshape(n_vocab, n, h, d), pos).reshape(n_rows, h * d)
+        if score_table:
+            qk = torch.bmm(q.view(n_rows, h, d).transpose(0, 1), k.view(n_rows, h, d).permute(1, 2, 0))  # [h, rows, rows]
+            scores = (qk / math.sqrt(d)).reshape(-1).gather(0, plan.score_index).view(b, h, n, n)
+        else:
+            qs, ks = (x.index_select(0, plan.rows).view(b, n, h, d) for x in (q, k))
+            scores = einops.einsum(qs, ks, "b q h d, b k h d -> b h q k") / math.sqrt(d)
+        if not self.mask.is_full:
+            scores = scores.masked_fill(~self.mask.allowed(pos, pos), float("-inf"))
+        pattern = softmax(scores)
+        vs = v.view(n_rows, h, d).transpose(0, 1).reshape(h * n_rows, d).index_select(0, plan.head_rows)  # [b, h, k, d]
+        z = torch.bmm(pattern.view(b * h, n, n), vs.view(b * h, n, d)).view(b, h, n, d)
+        out = torch.addmm(self.b_O, z.transpose(1, 2).reshape(b * n, h * d), self.W_O.reshape(h * d, m))
+        return out.view(b, n, m)
 
     def forward_pooled_table(
         self,
         table: Float[Tensor, "vocab pos d_model"],
         tokens: Int[Tensor, "batch pos"],
         query_index: int,
+        residual: Float[Tensor, "vocab d_model"] | None = None,
     ) -> Float[Tensor, "batch d_model"]:
         """First-layer output at one query position, from the table of its possible inputs.
 
@@ -147,43 +214,26 @@ class Attention(nn.Module):
         gathered from the [head, query token, key row] table, and each head's values are
         folded into W_O once per table row (``ov``), so the output is a sparse weighted sum of
         ``ov`` rows (`pooled_ops.mix_rows`): batch x head x key terms, no dense
-        [batch, table rows] matrix. Exact; no hooks fire on this path.
+        [batch, table rows] matrix. With ``residual`` (the stream's row per query token) the
+        output also holds ``residual[query token]``, and the bias: both enter the same sum, as
+        rows of weight 1. One autograd node with a hand-written backward
+        (`pooled_ops.pooled_table_attention`). Exact; no hooks fire on this path.
         """
         n_vocab, n_pos, m = table.shape
         b, n = tokens.shape
         h, d = self.cfg.n_heads, self.cfg.d_head
         qi = query_index % n
-        n_keys, hidden = self._pooled_keys(qi, n)  # keys after the last allowed one get no weight
-        plan = getattr(self, "_pooled_plan", None)
-        if plan is None or not plan.matches(tokens, n_vocab, n_keys, qi, h):
-            plan = TablePlan(tokens, n_vocab, n_keys, qi, h)
-            if torch.is_grad_enabled():  # training passes the same tokens every step: keep it
-                self._pooled_plan = plan
-        n_rows = plan.n_rows
-        W = torch.cat([self.W_Q, self.W_K, self.W_V]).permute(1, 0, 2).reshape(m, 3 * h * d)
-        bias = torch.cat([self.b_Q, self.b_K, self.b_V]).reshape(3 * h * d)
-        qkv = torch.addmm(bias, table[:, :n_keys].reshape(n_rows, m), W).view(n_vocab, n_keys, 3, h, d)
-        q, k, v = qkv[:, qi, 0], qkv[:, :, 1], qkv[:, :, 2]  # [vocab, h, d], [vocab, keys, h, d] x2
-        if self.rotary is not None:
-            q = self.rotary(q[:, None], torch.arange(qi, qi + 1, device=table.device))[:, 0]
-            k = self.rotary(k, torch.arange(n_keys, device=table.device))
-        qk = torch.bmm(q.transpose(0, 1), k.reshape(n_rows, h, d).permute(1, 2, 0)) / math.sqrt(d)  # [h, vocab, rows]
-        scores = qk.reshape(-1).gather(0, plan.score_index).view(b, h, n_keys)
-        if hidden is not None:
-            scores = scores.masked_fill(hidden.to(scores.device), float("-inf"))
-        pattern = F.softmax(scores, dim=-1)
-        ov = torch.bmm(v.reshape(n_rows, h, d).transpose(0, 1), self.W_O)  # [h, rows, d_model]
-        return mix_rows(pattern.view(b, h * n_keys), ov.reshape(h * n_rows, m), plan) + self.b_O
-
-    def _pooled_keys(self, qi: int, n: int) -> tuple[int, Tensor | None]:
-        """(number of keys up to the last one query ``qi`` may read, the disallowed ones among
-        them or None); computed on the CPU from the mask (no device sync)."""
-        if self.mask.is_full:
-            return n, None
-        row = self.mask.allowed(torch.tensor([qi]), torch.arange(n))[0]
-        n_keys = int(row.nonzero().max()) + 1
-        hidden = ~row[:n_keys]
-        return n_keys, (hidden if bool(hidden.any()) else None)
+        n_keys, hidden = _pooled_keys(self.mask, qi, n)  # keys after the last allowed one get no weight
+        with_residual = residual is not None
+        if "_plans" not in self.__dict__:  # token-dependent indices, kept per token tensor (`PlanCache`)
+            self._plans = PlanCache()
+        plan = self._plans.get(tokens, n_vocab, n_keys, qi, h, with_residual)
+        rotary = self.rotary
+        return pooled_table_attention(
+            table, self.W_Q, self.W_K, self.W_V, self.b_Q, self.b_K, self.b_V, self.W_O, self.b_O, residual,
+            None if rotary is None else rotary.cos, None if rotary is None else rotary.sin,
+            None if hidden is None else hidden.to(table.device), plan, qi,
+        )
 
     # ------------------------------------------------------------- decomposed
     def forward_decomposed(self, sources: Sources) -> Float[Tensor, "batch pos d_model"]:
@@ -221,7 +271,10 @@ class Attention(nn.Module):
         if not self.mask.is_full:
             scores = scores.masked_fill(~self.mask.allowed(q_pos, k_pos), float("-inf"))
         scores = self.hook_attn_scores(scores)
-        pattern = self.hook_pattern(F.softmax(scores, dim=-1))
+        pattern = self.hook_pattern(softmax(scores))
         z = self.hook_z(einops.einsum(pattern, v, "b h q k, b k h d -> b q h d"))
+        if not _has_hooks(self.hook_result):  # nothing reads or edits the per-head outputs: one matmul
+            b, q, h, d = z.shape
+            return torch.addmm(self.b_O, z.reshape(b * q, h * d), self.W_O.reshape(h * d, -1)).view(b, q, -1)
         result = self.hook_result(einops.einsum(z, self.W_O, "b q h d, h d m -> b q h m"))
         return result.sum(dim=2) + self.b_O

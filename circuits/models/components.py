@@ -120,6 +120,38 @@ class MLP(nn.Module):
         return post @ self.W_out + self.b_out
 
 
+class _SoftmaxLast(torch.autograd.Function):
+    """Softmax over the last axis from elementary ops; backward ``p * (g - sum(g * p))``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor) -> Tensor:  # type: ignore[override]
+        e = (x - x.amax(-1, keepdim=True)).exp_()
+        return e.div_(e.sum(-1, keepdim=True))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (p,) = ctx.saved_tensors
+        gp = grad * p
+        return gp - p * gp.sum(-1, keepdim=True)
+
+
+def softmax(x: Float[Tensor, "... n"]) -> Float[Tensor, "... n"]:
+    """``F.softmax(x, dim=-1)``, fast for short rows too.
+
+    torch's CPU kernel takes a slow path for rows shorter than 16 (about 15x slower for the
+    vision encoder's 11 keys); those go through `_SoftmaxLast` (same function, to float rounding).
+    """
+    if x.shape[-1] >= 16 or x.device.type != "cpu":
+        return F.softmax(x, dim=-1)
+    return _SoftmaxLast.apply(x)
+
+
 def fire_read_only(hook: HookPoint, x: Tensor) -> Tensor:
     """Fire ``hook`` where the decomposed path does not use its value: an edit raises a
     `CircuitsError` instead of being silently ignored. Returns ``x``."""

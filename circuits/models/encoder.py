@@ -99,9 +99,26 @@ class TransformerBlock(nn.Module):
         self, table: Float[Tensor, "vocab pos d_model"], tokens: Int[Tensor, "batch pos"], query_index: int
     ) -> Float[Tensor, "batch d_model"]:
         """As the first block, pooled row only, from the (token, position) input table."""
-        attn_out = self.dropout(self.attn.forward_pooled_table(self.ln1(table), tokens, query_index))
         qi = query_index % tokens.shape[1]
-        resid = table[:, qi].index_select(0, tokens[:, qi]) + attn_out
+        if self.dropout.p == 0 or not self.training:  # the residual row enters the attention's sum
+            resid = self.attn.forward_pooled_table(self.ln1(table), tokens, query_index, residual=table[:, qi])
+        else:
+            attn_out = self.dropout(self.attn.forward_pooled_table(self.ln1(table), tokens, query_index))
+            resid = table[:, qi].index_select(0, tokens[:, qi]) + attn_out
+        if self.mlp is not None:
+            resid = resid + self.dropout(self.mlp(self.ln2(resid)))
+        return resid
+
+    def forward_table(
+        self, table: Float[Tensor, "vocab pos d_model"], tokens: Int[Tensor, "batch pos"]
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """As the first block at every position (``forward`` without hooks), from the
+        (token, position) input table: the attention's queries, keys and values come from the
+        table (`Attention.forward_table`)."""
+        n = tokens.shape[1]
+        attn_out = self.dropout(self.attn.forward_table(self.ln1(table), tokens))
+        rows = (tokens * n + torch.arange(n, device=tokens.device)).reshape(-1)  # each position's table row
+        resid = table[:, :n].reshape(-1, table.shape[-1]).index_select(0, rows).view(*tokens.shape, -1) + attn_out
         if self.mlp is not None:
             resid = resid + self.dropout(self.mlp(self.ln2(resid)))
         return resid
@@ -237,18 +254,18 @@ class HookedEncoder(HookedRootModule):
             raise ValueError(f"expected tokens of shape [batch, pos<= {self.n_ctx}], got {tuple(tokens.shape)}")
         decompose = self.decompose if decompose is None else decompose
         self._check_hooks(decompose, pooled_only)
-        if pooled_only and len(self.blocks) == 1 and not decompose:
-            return self.hook_pooled(self.ln_final(self.blocks[0].forward_pooled_table(self._input_table(tokens.shape[1]), tokens, self.pool_index)))
+        if pooled_only and not decompose:  # layer 0 from the (token, position) table, the last at the pooled row
+            table = self._input_table(tokens.shape[1])
+            if len(self.blocks) == 1:
+                return self.hook_pooled(self.ln_final(self.blocks[0].forward_pooled_table(table, tokens, self.pool_index)))
+            resid = self.blocks[0].forward_table(table, tokens)
+            for block in self.blocks[1:-1]:
+                resid = block(resid)
+            return self.hook_pooled(self.ln_final(self.blocks[-1](resid, self.pool_index))[:, 0])
         sources = {E: self.hook_embed(self.embed(tokens))}
         if self.pos_embed is not None:
             sources[P] = self.hook_pos_embed(self.pos_embed(tokens))
-        if not pooled_only or decompose:
-            return self.hook_pooled(self.stream(sources, decompose)[:, self.pool_index])
-        resid = sum(sources.values())
-        for layer, block in enumerate(self.blocks):
-            last = layer == len(self.blocks) - 1
-            resid = block(resid, self.pool_index if last else None)
-        return self.hook_pooled(self.ln_final(resid)[:, 0])
+        return self.hook_pooled(self.stream(sources, decompose)[:, self.pool_index])
 
     def stream(self, sources: Sources, decompose: bool = False) -> Float[Tensor, "batch pos d_model"]:
         """The final residual stream (after ``ln_final``) at every position, from the input

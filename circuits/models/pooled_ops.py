@@ -14,7 +14,9 @@ sorted by row, the weight gradient a sampled dot product).
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +31,9 @@ class TablePlan:
     output's entries are ordered (head, key position), like a ``[batch, head, key]`` pattern.
     """
 
-    def __init__(self, tokens: Tensor, n_vocab: int, n_keys: int, query: int, n_heads: int):
+    def __init__(self, tokens: Tensor, n_vocab: int, n_keys: int, query: int, n_heads: int, residual: bool = False):
         self.tokens, self.version = tokens, tokens._version
-        self.key = (n_vocab, n_keys, query, n_heads)
+        self.key = (n_vocab, n_keys, query, n_heads, residual)
         dev = tokens.device
         b, h = tokens.shape[0], n_heads
         self.n_rows = n_vocab * n_keys
@@ -42,32 +44,42 @@ class TablePlan:
         self.score_index = ((head * n_vocab + self.query_tokens[:, None, None]) * self.n_rows + self.rows[:, None, :]).reshape(-1)
         self.mix_index = (head * self.n_rows + self.rows[:, None, :]).reshape(b, h * n_keys)  # [b, h*k]
         self.n_table_rows = n_heads * self.n_rows  # rows of the mixing table
+        self.n_extra = 0
+        if residual:  # two more entries per output (weight 1): the bias row, the query token's residual row
+            t = self.n_table_rows
+            extra = torch.stack([torch.full_like(self.query_tokens, t), t + 1 + self.query_tokens], 1)
+            self.mix_index = torch.cat([self.mix_index, extra], 1)
+            self.n_table_rows, self.n_extra = t + 1 + n_vocab, 2
         self._backward: tuple[Tensor, Tensor, Tensor] | None = None
         self._pattern: Tensor | None = None
         self._folded: dict[tuple[int, bool], FoldedPlan] = {}  # vmap: see `FoldedPlan`
 
-    def matches(self, tokens: Tensor, n_vocab: int, n_keys: int, query: int, n_heads: int) -> bool:
-        return tokens is self.tokens and tokens._version == self.version and self.key == (n_vocab, n_keys, query, n_heads)
+    def matches(self, tokens: Tensor, n_vocab: int, n_keys: int, query: int, n_heads: int, residual: bool = False) -> bool:
+        return same_tokens(tokens, self.tokens, self.version) and self.key == (n_vocab, n_keys, query, n_heads, residual)
 
     def backward_order(self) -> tuple[Tensor, Tensor, Tensor]:
         """(entries sorted by mixing-table row, the output each belongs to, row offsets).
 
-        Derived from a sort of the b*k pixel rows: within head ``h`` the mixing-table rows are
-        ``h * n_rows + row``, so the order is that of the pixels, repeated per head.
+        Without extra entries it is derived from a sort of the b*k pixel rows: within head ``h``
+        the mixing-table rows are ``h * n_rows + row``, so the order is that of the pixels,
+        repeated per head.
         """
+        if self._backward is None and self.n_extra:
+            self._backward = _sorted_entries(self.mix_index, self.n_table_rows)
         if self._backward is None:
-            b, k = self.rows.shape
-            h = self.key[3]
-            dev = self.rows.device
-            flat_rows = self.rows.reshape(-1)
-            pixel = torch.argsort(flat_rows, stable=True)  # b*k pixels, by row
-            out_of = torch.div(pixel, k, rounding_mode="floor")
-            pos = pixel - out_of * k
-            head = torch.arange(h, device=dev)[:, None]
-            entry = ((out_of[None, :] * h + head) * k + pos[None, :]).reshape(-1)  # [h * b*k]
-            counts = torch.bincount(flat_rows, minlength=self.n_rows).repeat(h)
-            offsets = counts.cumsum(0) - counts
-            self._backward = (entry, out_of.repeat(h), offsets)
+            with torch._C._DisableFuncTorch():  # (cached: plain tensors, whatever transform asks first)
+                b, k = self.rows.shape
+                h = self.key[3]
+                dev = self.rows.device
+                flat_rows = self.rows.reshape(-1)
+                pixel = torch.argsort(flat_rows, stable=True)  # b*k pixels, by row
+                out_of = torch.div(pixel, k, rounding_mode="floor")
+                pos = pixel - out_of * k
+                head = torch.arange(h, device=dev)[:, None]
+                entry = ((out_of[None, :] * h + head) * k + pos[None, :]).reshape(-1)  # [h * b*k]
+                counts = torch.bincount(flat_rows, minlength=self.n_rows).repeat(h)
+                offsets = counts.cumsum(0) - counts
+                self._backward = (entry, out_of.repeat(h), offsets)
         return self._backward
 
     def sparsity(self, dtype: torch.dtype) -> Tensor:
@@ -75,6 +87,65 @@ class TablePlan:
         if self._pattern is None or self._pattern.dtype != dtype:
             self._pattern = _csr_pattern(self.mix_index, self.n_table_rows, dtype)
         return self._pattern
+
+
+def same_tokens(tokens: Tensor, seen: Tensor, version: int) -> bool:
+    """Whether ``tokens`` holds what ``seen`` held at ``version``: the same tensor, or a view of
+    the same memory (a chunk of a split cut again) with the same shape, strides and version."""
+    if tokens is seen:
+        return tokens._version == version
+    return (
+        tokens.data_ptr() == seen.data_ptr() and tokens.shape == seen.shape and tokens.stride() == seen.stride()
+        and tokens.dtype == seen.dtype and tokens.device == seen.device and tokens._version == version
+    )
+
+
+class LayerPlan:
+    """Token-dependent indices for a first layer computed at every position from its
+    ``[vocab, n]`` input table (`Attention.forward_table`): each position's table row
+    ``token * n + position`` (also per head, as rows of a ``[head, rows]`` table) and, with
+    ``score_table``, the flat index of each (query, key) score
+    in a ``[head, rows, rows]`` score table, ordered like a ``[batch, head, query, key]`` pattern."""
+
+    def __init__(self, tokens: Tensor, n_vocab: int, n_heads: int, score_table: bool):
+        self.tokens, self.version = tokens, tokens._version
+        self.key = (n_vocab, n_heads, score_table)
+        b, n = tokens.shape
+        self.n_rows = n_vocab * n
+        rows = tokens * n + torch.arange(n, device=tokens.device)  # [b, n]
+        self.rows = rows.reshape(-1)  # [b * n]
+        head = torch.arange(n_heads, device=tokens.device)[None, :, None]
+        self.head_rows = (head * self.n_rows + rows[:, None, :]).reshape(-1)  # [b, head, n] rows of a [head, rows] table
+        self.score_index = None
+        if score_table:
+            head = torch.arange(n_heads, device=tokens.device)[None, :, None, None]
+            self.score_index = ((head * self.n_rows + rows[:, None, :, None]) * self.n_rows + rows[:, None, None, :]).reshape(-1)
+
+    def matches(self, tokens: Tensor, *key) -> bool:
+        return same_tokens(tokens, self.tokens, self.version) and self.key == key
+
+
+class PlanCache:
+    """The last few plans (`TablePlan`, `LayerPlan`) of a module: the training batch and the
+    evaluation splits. A plan holds its tokens, so their memory cannot be reused while it is cached."""
+
+    def __init__(self, size: int = 16):
+        self.size, self.plans = size, OrderedDict()
+
+    def get(self, tokens: Tensor, *key, kind: type = TablePlan):
+        functorch = torch._C._functorch  # under grad the (undifferentiated) tokens come wrapped
+        while functorch.is_functorch_wrapped_tensor(tokens) and not functorch.is_batchedtensor(tokens):
+            tokens = functorch.get_unwrapped(tokens)
+        slot = (kind, tokens.data_ptr(), tuple(tokens.shape), *key)
+        plan = self.plans.get(slot)
+        if plan is None or not plan.matches(tokens, *key):
+            with torch._C._DisableFuncTorch():  # plain index tensors, even when built inside grad / vmap
+                plan = kind(tokens, *key)
+            self.plans[slot] = plan
+            while len(self.plans) > self.size:
+                self.plans.popitem(last=False)
+        self.plans.move_to_end(slot)
+        return plan
 
 
 class FoldedPlan:
@@ -98,10 +169,7 @@ class FoldedPlan:
 
     def backward_order(self) -> tuple[Tensor, Tensor, Tensor]:
         if self._backward is None:
-            flat = self.mix_index.reshape(-1)
-            entry = torch.argsort(flat, stable=True)
-            counts = torch.bincount(flat, minlength=self.n_table_rows)
-            self._backward = (entry, torch.div(entry, self.mix_index.shape[1], rounding_mode="floor"), counts.cumsum(0) - counts)
+            self._backward = _sorted_entries(self.mix_index, self.n_table_rows)
         return self._backward
 
     def sparsity(self, dtype: torch.dtype) -> Tensor:
@@ -113,10 +181,21 @@ class FoldedPlan:
         return _folded(self, members, shared_table)
 
 
+def _sorted_entries(mix_index: Tensor, n_table_rows: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(entries of ``mix_index`` sorted by table row, the output each belongs to, row offsets);
+    plain tensors (they are cached), whatever function transform asks first."""
+    with torch._C._DisableFuncTorch():
+        flat = mix_index.reshape(-1)
+        entry = torch.argsort(flat, stable=True)
+        counts = torch.bincount(flat, minlength=n_table_rows)
+        return entry, torch.div(entry, mix_index.shape[1], rounding_mode="floor"), counts.cumsum(0) - counts
+
+
 def _csr_pattern(mix_index: Tensor, n_cols: int, dtype: torch.dtype) -> Tensor:
     b, per = mix_index.shape
-    crow = torch.arange(0, b * per + 1, per, device=mix_index.device)
-    values = torch.zeros(b * per, device=mix_index.device, dtype=dtype)
+    with torch._C._DisableFuncTorch():  # (cached)
+        crow = torch.arange(0, b * per + 1, per, device=mix_index.device)
+        values = torch.zeros(b * per, device=mix_index.device, dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
         return torch.sparse_csr_tensor(crow, mix_index.reshape(-1), values, size=(b, n_cols))
@@ -125,7 +204,8 @@ def _csr_pattern(mix_index: Tensor, n_cols: int, dtype: torch.dtype) -> Tensor:
 def _folded(plan: TablePlan | FoldedPlan, members: int, shared_table: bool) -> FoldedPlan:
     key = (members, shared_table)
     if key not in plan._folded:
-        plan._folded[key] = FoldedPlan(plan, members, shared_table)
+        with torch._C._DisableFuncTorch():  # (cached: plain tensors, whatever transform builds it)
+            plan._folded[key] = FoldedPlan(plan, members, shared_table)
     return plan._folded[key]
 
 
@@ -226,4 +306,121 @@ def mix_rows(weights: Tensor, table: Tensor, plan: TablePlan) -> Tensor:
     Works under `torch.func` transforms (``grad``, ``vmap``, and their compositions): a
     leading member axis on ``weights`` and/or ``table`` is folded into one ``embedding_bag``.
     """
-    return _MixRows.apply(weights, table, plan)
+    return fast_apply(_MixRows, weights, table, plan)
+
+
+def fast_apply(function: type[torch.autograd.Function], *args):
+    """``function.apply(*args)`` without its per-call ``inspect.signature`` binding (~30 us) when
+    no function transform is active (the training step calls a handful of these every step)."""
+    if torch._C._are_functorch_transforms_active():
+        return function.apply(*args)
+    return super(torch.autograd.Function, function).apply(*args)
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """`Rotary`'s rotation of ``x`` [..., d_head] (``cos`` / ``sin`` broadcast against it)."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
+
+
+def _rotate_back(g: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """The gradient through `_rotate` (its transpose) applied to ``g``."""
+    half = g.shape[-1] // 2
+    gs = g * sin
+    return g * cos + torch.cat([gs[..., half:], -gs[..., :half]], dim=-1)
+
+
+class _PooledTableAttention(torch.autograd.Function):
+    """First-layer attention output at one query position from the (token, position) input
+    table, as one autograd node: `Attention.forward_pooled_table`'s computation (see there) with
+    a hand-written backward (the same kernels as autograd's, without its per-op bookkeeping,
+    which cost about as much as the kernels at the default model's size). A vmap rule is generated."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        table: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, b_Q: Tensor, b_K: Tensor, b_V: Tensor, W_O: Tensor,
+        b_O: Tensor, residual: Tensor | None, cos: Tensor | None, sin: Tensor | None, hidden: Tensor | None,
+        plan: TablePlan, query: int,
+    ) -> tuple[Tensor, ...]:
+        n_vocab, _, m = table.shape
+        h, _, d = W_Q.shape
+        n_keys, rows, b = plan.key[1], plan.n_rows, plan.tokens.shape[0]
+        x = table[:, :n_keys].reshape(rows, m)
+        W = torch.cat([W_Q, W_K, W_V]).permute(1, 0, 2).reshape(m, 3 * h * d)
+        qkv = torch.addmm(torch.cat([b_Q, b_K, b_V]).reshape(3 * h * d), x, W).view(n_vocab, n_keys, 3, h, d)
+        q, k, v = qkv[:, query, 0], qkv[:, :, 1], qkv[:, :, 2]  # [vocab, h, d], [vocab, keys, h, d] x2
+        if cos is not None:
+            q = _rotate(q, cos[query], sin[query])
+            k = _rotate(k, cos[:n_keys, None], sin[:n_keys, None])
+        qh = q.transpose(0, 1)  # [h, vocab, d]
+        kh = k.reshape(rows, h, d).transpose(0, 1)  # [h, rows, d]
+        vh = v.reshape(rows, h, d).transpose(0, 1)
+        qk = torch.bmm(qh, kh.transpose(1, 2)).mul_(1 / math.sqrt(d))  # [h, vocab, rows]
+        scores = qk.reshape(-1).gather(0, plan.score_index).view(b, h, n_keys)
+        if hidden is not None:
+            scores = scores.masked_fill(hidden, float("-inf"))
+        pattern = (scores - scores.amax(-1, keepdim=True)).exp_()
+        pattern = pattern.div_(pattern.sum(-1, keepdim=True)).view(b, h * n_keys)
+        mixing = torch.bmm(vh, W_O).reshape(h * rows, m)  # each head's values through W_O, per table row
+        if plan.n_extra:  # the bias and the query token's residual row enter the sum with weight 1
+            mixing = torch.cat([mixing, b_O[None], residual])
+            pattern = torch.cat([pattern, pattern.new_ones(1, 1).expand(b, plan.n_extra)], 1)
+        out = fast_apply(_MixRows, pattern, mixing, plan)
+        if not plan.n_extra:
+            out = out + b_O
+        return out, x, W, qh, kh, vh, pattern, mixing
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        table, _, _, _, _, _, _, W_O, _, _, cos, sin, _, plan, query = inputs
+        ctx.plan, ctx.query, ctx.shape = plan, query, table.shape
+        ctx.save_for_backward(*output[1:], W_O, cos, sin)
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, *_) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, W, qh, kh, vh, pattern, mixing, W_O, cos, sin = ctx.saved_tensors
+        plan, query = ctx.plan, ctx.query
+        n_vocab, n, m = ctx.shape
+        h, rows, d = vh.shape
+        n_keys, b = plan.key[1], plan.tokens.shape[0]
+        g_pattern, g_mixing = fast_apply(_MixRowsGrad, grad, pattern, mixing, plan, True, True)
+        g_ov = g_mixing[: h * rows].view(h, rows, m)
+        if plan.n_extra:
+            g_bias_O, g_residual = g_mixing[h * rows], g_mixing[h * rows + 1 :]
+        else:
+            g_bias_O, g_residual = grad.sum(0), None
+        p = pattern[:, : h * n_keys].view(b, h, n_keys)
+        gp = g_pattern[:, : h * n_keys].view(b, h, n_keys)
+        g_scores = p * (gp - (p * gp).sum(-1, keepdim=True))
+        g_qk = qh.new_zeros(h * n_vocab * rows).index_add(0, plan.score_index, g_scores.reshape(-1))
+        g_qk = g_qk.view(h, n_vocab, rows).mul_(1 / math.sqrt(d))
+        g_q = torch.bmm(g_qk, kh).transpose(0, 1)  # [vocab, h, d]
+        g_k = torch.bmm(g_qk.transpose(1, 2), qh).transpose(0, 1).reshape(n_vocab, n_keys, h, d)
+        g_v = torch.bmm(g_ov, W_O.transpose(1, 2)).transpose(0, 1).reshape(n_vocab, n_keys, h, d)
+        g_W_O = torch.bmm(vh.transpose(1, 2), g_ov)
+        if cos is not None:
+            g_q = _rotate_back(g_q, cos[query], sin[query])
+            g_k = _rotate_back(g_k, cos[:n_keys, None], sin[:n_keys, None])
+        g_q = torch.cat([g_k.new_zeros(n_vocab, query, h, d), g_q[:, None], g_k.new_zeros(n_vocab, n_keys - query - 1, h, d)], 1)
+        g_qkv = torch.stack([g_q, g_k, g_v], dim=2).reshape(rows, 3 * h * d)
+        g_x = (g_qkv @ W.T).view(n_vocab, n_keys, m)
+        g_W = (x.T @ g_qkv).view(m, 3, h, d).permute(1, 2, 0, 3)  # [3, h, m, d]
+        g_b = g_qkv.sum(0).view(3, h, d)
+        if n_keys < n:
+            g_x = torch.cat([g_x, g_x.new_zeros(n_vocab, n - n_keys, m)], 1)
+        return (g_x, g_W[0], g_W[1], g_W[2], g_b[0], g_b[1], g_b[2], g_W_O, g_bias_O, g_residual, None, None, None, None, None)
+
+
+def pooled_table_attention(
+    table: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, b_Q: Tensor, b_K: Tensor, b_V: Tensor, W_O: Tensor,
+    b_O: Tensor, residual: Tensor | None, cos: Tensor | None, sin: Tensor | None, hidden: Tensor | None,
+    plan: TablePlan, query: int,
+) -> Tensor:
+    """`_PooledTableAttention`: [batch, d_model]; with a residual plan (``plan.n_extra``) the output
+    includes ``residual[query token]`` ([vocab, d_model], the stream's row) and ``b_O``."""
+    return fast_apply(_PooledTableAttention, table, W_Q, W_K, W_V, b_Q, b_K, b_V, W_O, b_O, residual, cos, sin, hidden,
+                      plan, query)[0]

@@ -31,7 +31,7 @@ from circuits.runtime import preflight, threads
 from circuits.tasks import build_task
 from circuits.train.functional import load_member, stack_models, vmapped_grad_step
 from circuits.train.loop import clip_batch, make_optimizer
-from circuits.train.loss import clip_loss_all_present
+from circuits.train.loss import clip_loss_of_embeddings
 
 # per-member fields: they change the initial weights or the data, not any shape or the optimiser
 MEMBER_FIELDS = (("train", "seed"), ("train", "threads"))
@@ -58,9 +58,9 @@ def ensemble_key(cfg: RunConfig) -> str | None:
 
 def _dense_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
     images, captions, truth = batch  # a full batch: every caption is present (clip_batch)
-    img = torch.nn.functional.normalize(model.encode_image(images, pooled_only=True), dim=-1)
-    txt = torch.nn.functional.normalize(model.encode_text(captions, pooled_only=True), dim=-1)
-    return clip_loss_all_present(model.scale * img @ txt.T, truth)
+    img = model.encode_image(images, pooled_only=True)
+    txt = model.encode_text(captions, pooled_only=True)
+    return clip_loss_of_embeddings(img, txt, model.scale, truth)  # as `ClipObjective`: members equal single runs
 
 
 def train_ensemble(

@@ -97,7 +97,7 @@ def vmapped_grad_step(
     """
     grads, losses = vmapped_grads(model, objective, params, buffers, batch, randomness)
     for name, p in params.items():
-        p.grad = grads[name] if p.requires_grad else None
+        p.grad = grads[name].contiguous() if p.requires_grad else None
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return losses

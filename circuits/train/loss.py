@@ -32,12 +32,14 @@ def clip_loss(
     ``logits[i, c]`` = scale * cos(image i, caption c); ``truth[i, c]`` = caption c is true of
     image i. Captions true of no image in the batch are ignored.
     """
-    truth_f = truth.float()
-    counts = truth_f.sum(0)  # n_c: how often caption c occurs among the batch's texts
-    present = counts > 0
-    if not bool(present.all()):  # full batches hold every caption: no copy of the logits then
-        logits, truth_f, counts = logits[:, present], truth_f[:, present], counts[present]
-    return _clip_loss_present(logits, truth_f, counts)
+    plain = _unbatched(truth)
+    if plain is None:  # a batched truth inside vmap: op by op (no data-dependent shapes)
+        truth_f = truth.float()
+        return _clip_loss_present(logits, truth_f, truth_f.sum(0))
+    targets = _targets(plain, logits.dtype)
+    if targets.present is not None:  # full batches hold every caption: no copy of the logits then
+        logits = logits[:, targets.present]
+    return _ClipLoss.apply(logits, *targets.tensors())[0]
 
 
 def clip_loss_all_present(
@@ -45,13 +47,204 @@ def clip_loss_all_present(
 ) -> Float[Tensor, ""]:
     """`clip_loss` when every caption is true of some image of the batch (a full training batch).
 
-    No data-dependent indexing, so it runs under ``torch.func.vmap`` over stacked batches.
+    Runs under ``torch.func.vmap`` over stacked logits, and over stacked batches (then op by op).
     """
-    truth_f = truth.float()
-    return _clip_loss_present(logits, truth_f, truth_f.sum(0))
+    plain = _unbatched(truth)
+    if plain is None:
+        truth_f = truth.float()
+        return _clip_loss_present(logits, truth_f, truth_f.sum(0))
+    return _ClipLoss.apply(logits, *_targets(plain, logits.dtype, all_present=True).tensors())[0]
+
+
+class _Targets:
+    """What the loss needs of ``truth`` (not of the logits): computed once per truth tensor.
+
+    With ``counts`` n_c (how often caption c occurs among the batch's texts), N = sum n_c and
+    B images: the flat indices of the true (image, caption) pairs, and there ``t_i2t / B`` (the
+    image->text target: rows of ``truth * n_c``, normalised) and ``truth / N = 1 / N``.
+    Captions true of no image are dropped (``present``, None when all are there).
+    """
+
+    def __init__(self, truth: Tensor, dtype: torch.dtype, all_present: bool):
+        truth_f = truth.to(dtype)
+        counts = truth_f.sum(0)
+        present = None if all_present else counts > 0
+        if present is not None and bool(present.all()):
+            present = None
+        if present is not None:
+            truth_f, counts = truth_f[:, present], counts[present]
+        self.present = present
+        b, c = truth_f.shape
+        self.log_counts = counts.log()  # [C]
+        total = counts.sum()
+        self.t2i_weight = counts / total  # [C]: weight of caption c's text->image term
+        target_i2t = truth_f * counts
+        target_i2t = target_i2t / target_i2t.sum(1, keepdim=True)
+        flat = truth_f.reshape(-1).nonzero().squeeze(1)
+        self.index = flat  # flat indices of the true (image, caption) pairs
+        self.k_i2t = target_i2t.reshape(-1)[flat] / b  # t_i2t / B there
+        self.k_t2i = 1 / total  # truth / N there (a 0-d tensor)
+        self.log_count_term = (self.k_i2t * self.log_counts.repeat(b)[flat]).sum()  # sum_ic t_ic log n_c / B
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        """The inputs of `_ClipLoss` after the logits (tensors, so that function transforms see them)."""
+        return self.log_counts, self.t2i_weight, self.index, self.k_i2t, self.k_t2i, self.log_count_term
+
+
+_TARGETS: list = [None]  # one entry: (truth, its version, dtype, all_present, _Targets)
+
+
+def _unbatched(t: Tensor) -> Tensor | None:
+    """``t`` unwrapped from function transforms (``grad`` wraps even tensors it does not
+    differentiate), or None when some ``vmap`` level batches it."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(t):
+        if functorch.is_batchedtensor(t):
+            return None
+        t = functorch.get_unwrapped(t)
+    return t
+
+
+def _targets(truth: Tensor, dtype: torch.dtype, all_present: bool = False) -> _Targets:
+    """`_Targets` of ``truth`` (a plain tensor), cached for the last truth seen (training passes
+    the same one every full-batch step; under ``grad`` it arrives in a new wrapper, around the
+    same storage, hence the second test)."""
+    entry = _TARGETS[0]
+    if entry is not None and entry[1:4] == (truth._version, dtype, all_present) and (
+        entry[0] is truth
+        or (entry[0].data_ptr() == truth.data_ptr() and entry[0].shape == truth.shape
+            and entry[0].stride() == truth.stride() and entry[0].dtype == truth.dtype and entry[0].device == truth.device)
+    ):
+        return entry[4]
+    targets = _Targets(truth, dtype, all_present)
+    _TARGETS[0] = (truth, truth._version, dtype, all_present, targets)  # (the reference keeps its storage alive)
+    return targets
+
+
+def _loss_from_shifted(a: Tensor, t2i_weight: Tensor, index: Tensor, k_i2t: Tensor, k_t2i: Tensor, log_count_term: Tensor):
+    """(loss, e1, s1, e0, s0) from ``a = logits + log n_c`` (a fresh tensor; overwritten)."""
+    e0 = a - a.amax(0, keepdim=True)  # logits - max_i logits (the log n_c shift cancels)
+    e1 = a.sub_(a.amax(1, keepdim=True))  # A - max_c A, <= 0
+    picked = (e1.reshape(-1)[index] * k_i2t + e0.reshape(-1)[index] * k_t2i).sum()
+    s1 = e1.exp_().sum(1, keepdim=True)
+    s0 = e0.exp_().sum(0, keepdim=True)
+    value = s1.log().mean() + (s0.log().squeeze(0) * t2i_weight).sum() + log_count_term - picked
+    return value / 2, e1, s1, e0, s0
+
+
+def _logits_grad(grad: Tensor, e1: Tensor, s1: Tensor, e0: Tensor, s0: Tensor, t2i_weight: Tensor, index: Tensor,
+                 k_i2t: Tensor, k_t2i: Tensor) -> Tensor:
+    """d loss / d logits from what `_loss_from_shifted` kept (a fresh tensor)."""
+    half = grad / 2
+    out = torch.addcmul(e1 * (half / (e1.shape[0] * s1)), e0, half * t2i_weight / s0)
+    out.view(-1).index_add_(0, index, (k_i2t + k_t2i) * -half)
+    return out
+
+
+class _ClipLoss(torch.autograd.Function):
+    """The soft-target loss in closed form, forward and backward in a few passes over the logits.
+
+    With ``A = logits + log n_c`` and ``lse1_i = logsumexp_c A_ic``, ``lse0_c = logsumexp_i logits_ic``::
+
+        loss = (mean_i lse1_i + sum_c (n_c / N) lse0_c - sum_ic K_ic logits_ic) / 2
+        dloss/dlogits = (softmax_c(A) / B + (n_c / N) softmax_i(logits) - K) / 2
+
+    with ``K = t_i2t / B + truth / N``: `_clip_loss_present` (image->text: ``sum_c t_ic (log n_c -
+    log_softmax(A)_ic)``, whose rows of ``t`` sum to 1; text->image: each caption's
+    cross-entropy over images, weighted by n_c), rearranged. The value is summed from the shifted
+    logits ``A - max`` and ``logits - max`` (no cancellation between two large terms). A vmap
+    rule is generated (ensembles).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        logits: Tensor, log_counts: Tensor, t2i_weight: Tensor, index: Tensor, k_i2t: Tensor, k_t2i: Tensor, log_count_term: Tensor
+    ) -> tuple[Tensor, ...]:
+        return _loss_from_shifted(logits + log_counts, t2i_weight, index, k_i2t, k_t2i, log_count_term)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        _, _, t2i_weight, index, k_i2t, k_t2i, _ = inputs
+        _, e1, s1, e0, s0 = output
+        ctx.save_for_backward(e1, s1, e0, s0, t2i_weight, index, k_i2t, k_t2i)
+        ctx.mark_non_differentiable(e1, s1, e0, s0)
+        ctx.set_materialize_grads(False)  # (no zero gradients for the outputs after the first)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, *_) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        return _logits_grad(grad, *ctx.saved_tensors), None, None, None, None, None, None
+
+
+class _ClipHeadLoss(torch.autograd.Function):
+    """`_ClipLoss` of ``scale * normalize(images) @ normalize(texts).T``, normalisation and the
+    logits matmul included (as ``F.normalize``: ``x / max(|x|, 1e-12)``). ``log n_c`` enters the
+    matmul as its bias; backward: two matmuls, the scale's gradient from the [B, d] product
+    ``(dL/dlogits @ texts) . images`` and the normalisations' Jacobians, with no autograd
+    graph inside. A vmap rule is generated (ensembles)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        images: Tensor, texts: Tensor, scale: Tensor, log_counts: Tensor, t2i_weight: Tensor, index: Tensor,
+        k_i2t: Tensor, k_t2i: Tensor, log_count_term: Tensor,
+    ) -> tuple[Tensor, ...]:
+        img_norm = images.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+        txt_norm = texts.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+        img = images / img_norm
+        txt = texts / txt_norm
+        a = torch.addmm(log_counts, img * scale, txt.T)
+        return (*_loss_from_shifted(a, t2i_weight, index, k_i2t, k_t2i, log_count_term), img, img_norm, txt, txt_norm)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        _, _, scale, _, t2i_weight, index, k_i2t, k_t2i, _ = inputs
+        _, e1, s1, e0, s0, img, img_norm, txt, txt_norm = output
+        ctx.save_for_backward(e1, s1, e0, s0, t2i_weight, index, k_i2t, k_t2i, img, img_norm, txt, txt_norm, scale)
+        ctx.mark_non_differentiable(e1, s1, e0, s0, img, img_norm, txt, txt_norm)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, *_) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        e1, s1, e0, s0, t2i_weight, index, k_i2t, k_t2i, img, img_norm, txt, txt_norm, scale = ctx.saved_tensors
+        g = _logits_grad(grad, e1, s1, e0, s0, t2i_weight, index, k_i2t, k_t2i)  # d loss / d logits
+        g_img = g @ txt  # d loss / d (scale * img), / scale
+        g_txt = (g.T @ img).mul_(scale)
+        g_scale = (g_img * img).sum()
+        g_img = g_img.mul_(scale)
+        return (_normalize_grad(g_img, img, img_norm), _normalize_grad(g_txt, txt, txt_norm), g_scale,
+                None, None, None, None, None, None)
+
+
+_EPS = 1e-12  # F.normalize's
+
+
+def _normalize_grad(grad: Tensor, unit: Tensor, norm: Tensor) -> Tensor:
+    """d / dx of ``x / max(|x|, eps)`` applied to ``grad`` (``unit`` the output, ``norm`` the clamped |x|)."""
+    projected = torch.addcmul(grad, unit, (grad * unit).sum(-1, keepdim=True), value=-1)
+    return torch.where(norm > _EPS, projected, grad) / norm
+
+
+def clip_loss_of_embeddings(
+    images: Float[Tensor, "batch d"], texts: Float[Tensor, "n_captions d"], scale: Float[Tensor, ""],
+    truth: Bool[Tensor, "batch n_captions"],
+) -> Float[Tensor, ""]:
+    """``clip_loss(scale * normalize(images) @ normalize(texts).T, truth)`` in one fused step
+    (`_ClipHeadLoss`); the training objective's form. Captions true of no image are dropped from
+    ``texts`` before the matmul."""
+    plain = _unbatched(truth)
+    if plain is None:
+        return clip_loss(scale * F.normalize(images, dim=-1) @ F.normalize(texts, dim=-1).T, truth)
+    targets = _targets(plain, images.dtype)
+    if targets.present is not None:
+        texts = texts[targets.present]
+    return _ClipHeadLoss.apply(images, texts, scale, *targets.tensors())[0]
 
 
 def _clip_loss_present(logits: Tensor, truth_f: Tensor, counts: Tensor) -> Tensor:
+    # (the reference of `_ClipLoss`, op by op as first written; tests compare the two)
     # image -> text: softmax over the batch's texts, duplicates folded into log n_c
     target_i2t = truth_f * counts
     target_i2t = target_i2t / target_i2t.sum(1, keepdim=True)

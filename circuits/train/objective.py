@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from circuits.errors import ConfigError
 from circuits.tasks.captioning import CaptionBatch
-from circuits.train.loss import clip_loss, masked_clip_loss
+from circuits.train.loss import clip_loss_of_embeddings, masked_clip_loss
 
 
 @runtime_checkable
@@ -80,17 +80,21 @@ class ClipObjective:
             raise ConfigError(f"positives must be 'all_true' or 'one_drawn' (got {self.positives!r})")
 
     def loss(self, model: nn.Module, batch: ClipBatch) -> Float[Tensor, ""]:
-        img = F.normalize(model.encode_image(batch.images, pooled_only=self.pooled_only), dim=-1)
-        txt = F.normalize(model.encode_text(batch.captions, pooled_only=self.pooled_only), dim=-1)
+        img = model.encode_image(batch.images, pooled_only=self.pooled_only)
+        txt = model.encode_text(batch.captions, pooled_only=self.pooled_only)
         if self.loss_mode == "mask_false_negatives":
             if batch.chosen is None:
                 raise ConfigError("loss 'mask_false_negatives' needs a batch with a chosen text per image (ClipBatch.chosen)")
-            return masked_clip_loss(model.scale * img @ txt.T, batch.truth, batch.chosen)
+            logits = model.scale * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+            return masked_clip_loss(logits, batch.truth, batch.chosen)
         if self.positives == "one_drawn":
             if batch.chosen is None:
                 raise ConfigError("positives 'one_drawn' needs a batch with a chosen text per image (ClipBatch.chosen)")
-            return clip_loss(model.scale * img @ txt.T, F.one_hot(batch.chosen, len(batch.captions)).bool())
-        return clip_loss(model.scale * img @ txt.T, batch.truth)
+            truth = F.one_hot(batch.chosen, len(batch.captions)).bool()
+        else:
+            truth = batch.truth
+        # = clip_loss(model.scale * normalize(img) @ normalize(txt).T, truth), fused
+        return clip_loss_of_embeddings(img, txt, model.scale, truth)
 
 
 @dataclass(frozen=True)

@@ -103,3 +103,26 @@ def test_label_aware_chance_matches_enumerating_every_ranking():
     assert chance["top_k_all"] == pytest.approx(top3_all)
     assert (top1, top3_mean, top3_all) == pytest.approx((0.5, 1.5, 0.05))
     assert label_aware_chance(2, 4)["top_k_all"] == pytest.approx(1 / 6)
+
+
+def _on_top_by_sorting(sim: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """The definition, with a stable sort: the t most similar captions are the t true ones."""
+    order = torch.sort(sim, dim=-1, descending=True, stable=True).indices
+    ranked_true = truth.gather(1, order)
+    k = torch.arange(sim.shape[1])
+    return (ranked_true | (k[None, :] >= truth.sum(-1)[:, None])).all(-1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_true_captions_on_top_equals_the_sorted_definition_ties_included(seed):
+    gen = torch.Generator().manual_seed(seed)
+    n, c = 400, 9
+    sim = torch.randint(0, 4, (n, c), generator=gen).float() / 4  # many exact ties
+    truth = torch.rand(n, c, generator=gen) < torch.rand(n, 1, generator=gen) * 0.5
+    truth[:5] = False  # no true caption: correct by definition
+    truth[5:10] = True  # no false caption
+    want = _on_top_by_sorting(sim, truth)
+    assert torch.equal(true_captions_on_top(sim, truth), want)
+    assert 0 < int(want.sum()) < n
+    noisy = sim + 1e-3 * torch.randn(n, c, generator=gen)  # no ties
+    assert torch.equal(true_captions_on_top(noisy, truth), _on_top_by_sorting(noisy, truth))

@@ -342,3 +342,58 @@ def test_encoder_initialisation_is_a_function_of_the_generator():
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not torch.equal(sa["embed.W_E"], sc["embed.W_E"])
     assert float(sa["embed.W_E"].std()) == pytest.approx(cfg.init_embed_std, rel=0.5)
+
+
+@pytest.mark.parametrize("score_table", [True, False], ids=["score-table", "gathered-qk"])
+@pytest.mark.parametrize("side", SIDES)
+def test_first_block_from_the_input_table_equals_its_plain_forward(rand_model, side, score_table):
+    """`TransformerBlock.forward_table` (layer 0 of the multi-layer fast path: queries, keys and
+    values projected once per (token, position)) gives the plain block's output at every position
+    and the same gradients, in both of its ways to form the scores (a [head, row, row] table when
+    d_vocab^2 <= batch, per-image products otherwise)."""
+    enc = rand_model.encoders[side]
+    block = enc.blocks[0]
+    batch = enc.d_vocab ** 2 - (0 if score_table else 1)
+    tokens = random_tokens(enc, batch, seed=11)
+    n = tokens.shape[1]
+    table = enc._input_table(n).detach().requires_grad_(True)
+    probe = torch.randn(batch, n, enc.cfg.d_model, generator=torch.Generator().manual_seed(1))
+    outs, grads = [], []
+    for fast in (False, True):
+        enc.zero_grad(set_to_none=True)
+        table.grad = None
+        x = table[tokens, torch.arange(n)]
+        out = block.forward_table(table, tokens) if fast else block(x)
+        (out * probe).sum().backward()
+        outs.append(out.detach())
+        grads.append({"table": table.grad.clone(), **{k: p.grad.clone() for k, p in block.named_parameters() if p.grad is not None}})
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    assert grads[0].keys() == grads[1].keys()
+    scale = max(g.abs().max() for g in grads[0].values())  # (b_K's gradient is zero up to rounding)
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_hook_result_is_skipped_only_when_nothing_is_attached_to_it(rand_model, side):
+    """Without a hook on ``hook_result`` the per-head outputs are not built (one matmul through
+    W_O); the output is the same, a cache still holds them, and an edit through the hook point
+    (zeroing head 0 of the last layer) changes the output exactly as removing that head's term."""
+    enc = rand_model.encoders[side]
+    tokens = random_tokens(enc, 6, seed=12)
+    last = f"blocks.{enc.cfg.n_layers - 1}.attn.hook_result"
+    with torch.no_grad():
+        plain = enc(tokens)
+        _, cache = enc.run_with_cache(tokens)
+        assert cache[last].shape == (6, enc.n_ctx, enc.cfg.n_heads, enc.cfg.d_model)
+        torch.testing.assert_close(enc.run_with_hooks(tokens, fwd_hooks=[(last, lambda x, hook: None)]), plain)
+
+        def zero_head_0(result, hook):
+            result[:, :, 0] = 0.0
+            return result
+
+        edited = enc.run_with_hooks(tokens, fwd_hooks=[(last, zero_head_0)])
+        removed = cache[last][:, enc.pool_index, 0]  # head 0's output at the pooled row
+        if enc.cfg.normalization == "none" and enc.cfg.attn_only:  # the pooled row moves by exactly that term
+            torch.testing.assert_close(edited, plain - removed, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(edited, plain)

@@ -260,6 +260,42 @@ def test_clip_batch_chosen_text_is_each_images_drawn_caption(make_tiny_cfg):
     assert bool(batch.truth[torch.arange(len(batch)), batch.chosen].all())
 
 
+@pytest.mark.parametrize("seed, n_images, n_captions, max_true", CASES)
+def test_closed_form_loss_and_gradient_equal_the_op_by_op_form(seed, n_images, n_captions, max_true):
+    """`clip_loss` runs a closed form (`_ClipLoss`: value and gradient in a few passes);
+    `_clip_loss_present` is the loss as first written, op by op, under autograd."""
+    from circuits.train.loss import _clip_loss_present
+
+    logits, truth = random_batch(seed, n_images, n_captions, max_true)
+    present = truth.sum(0) > 0
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        a = (20 * logits).to(dtype).requires_grad_(True)
+        b = (20 * logits).to(dtype)[:, present].detach().requires_grad_(True)
+        fast = clip_loss(a, truth)
+        truth_f = truth[:, present].to(dtype)
+        slow = _clip_loss_present(b, truth_f, truth_f.sum(0))
+        torch.testing.assert_close(fast, slow, rtol=tol, atol=tol)
+        fast.backward()
+        slow.backward()
+        torch.testing.assert_close(a.grad[:, present], b.grad, rtol=tol, atol=tol)
+        assert (a.grad[:, ~present] == 0).all()
+
+
+def test_loss_under_vmap_of_grad_equals_each_members_loss_and_gradient():
+    logits, truth = random_batch(4, 12, 9, 2)
+    truth = truth[:, truth.sum(0) > 0]
+    stacked = torch.randn(3, *truth.shape, dtype=torch.float64) * 5
+    grads, values = torch.func.vmap(torch.func.grad_and_value(lambda x: clip_loss(x, truth)))(stacked)
+    batched_truth = torch.func.vmap(lambda x: clip_loss(x[0], x[1]))((stacked, truth.expand(3, *truth.shape)))
+    for k in range(3):
+        x = stacked[k].clone().requires_grad_(True)
+        loss = clip_loss(x, truth)
+        loss.backward()
+        torch.testing.assert_close(values[k], loss.detach())
+        torch.testing.assert_close(batched_truth[k], loss.detach())
+        torch.testing.assert_close(grads[k], x.grad)
+
+
 def test_one_drawn_positive_is_one_of_each_images_true_captions_and_uses_both_phrasings(make_tiny_cfg):
     from circuits.data import World
     from circuits.train import clip_batch
@@ -286,3 +322,26 @@ def test_one_drawn_positives_make_the_other_true_caption_a_negative(make_tiny_cf
     one = F.one_hot(batch.chosen, len(batch.captions)).bool()
     torch.testing.assert_close(got, textbook_loss(logits, one).float(), rtol=1e-5, atol=1e-6)
     assert abs(got.item() - textbook_loss(logits, batch.truth).item()) > 1e-3
+
+
+@pytest.mark.parametrize("seed, n_images, n_captions, max_true", CASES)
+def test_the_fused_loss_of_embeddings_equals_the_loss_of_their_cosine_logits(seed, n_images, n_captions, max_true):
+    """`clip_loss_of_embeddings` (normalisation, logits matmul and loss in one autograd step)
+    against `clip_loss` of ``scale * cos`` under autograd: value and every gradient."""
+    from circuits.train.loss import clip_loss_of_embeddings
+
+    _, truth = random_batch(seed, n_images, n_captions, max_true)
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(n_images, 6, generator=gen, dtype=torch.float64)
+    texts = torch.randn(n_captions, 6, generator=gen, dtype=torch.float64)
+    images[0] = 0.0  # a zero embedding: F.normalize's eps branch
+    log_scale = torch.tensor(2.5, dtype=torch.float64)
+    leaves = [[t.clone().requires_grad_(True) for t in (images, texts, log_scale)] for _ in range(2)]
+    (i1, t1, s1), (i2, t2, s2) = leaves
+    fused = clip_loss_of_embeddings(i1, t1, s1.exp(), truth)
+    plain = clip_loss(s2.exp() * F.normalize(i2, dim=-1) @ F.normalize(t2, dim=-1).T, truth)
+    torch.testing.assert_close(fused, plain, rtol=1e-12, atol=1e-12)
+    fused.backward()
+    plain.backward()
+    for a, b in zip((i1, t1, s1), (i2, t2, s2)):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
