@@ -187,7 +187,9 @@ class DecoderConfig(EncoderConfig):
 
     n_layers: int = 2
     mask: Literal["bidirectional", "causal"] = "causal"
-    vision_source: Literal["frozen_random"] = "frozen_random"  # [B] B0; clip_tokens: not yet
+    vision_source: Literal["frozen_random", "clip_tokens", "clip_multilayer"] = "frozen_random"  # [B] B0 / B6
+    vision_checkpoint: str | None = None  # clip_*: a CLIP checkpoint directory; its vision encoder is frozen and copied in
+    vision_layers: list[int] | None = None  # clip_multilayer: 1-based encoder layers concatenated ([B] B6); None = all
     vision_init_std: float = 0.1  # frozen vision table N(0, std^2) (CHOICE, A13)
     projector: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"  # LLaVA's Linear -> GELU -> Linear
     vision_scale: float = 1.0  # c: fixed multiplier of the projector output ([B] B0/B2)
@@ -336,6 +338,34 @@ class RunConfig:
     def _validate_decoder(self) -> None:
         d, w = self.model.decoder, (self.toy2ds if self.task == "toy2ds" else self.world)  # the task's image grid
         section = "toy2ds" if self.task == "toy2ds" else "world"
+        if self.model.kind == "clip":
+            changed = [f.name for f in fields(DecoderConfig) if getattr(d, f.name) != getattr(DecoderConfig(), f.name)]
+            _check(d.vision_norm == "none", f"model.decoder.vision_norm={d.vision_norm!r} matches the vision tokens to the"
+                                            " norms of a decoder's text embeddings; a CLIP (model.kind='clip') has none to"
+                                            " measure: set model.kind=prefix_lm")
+            _check(not changed, f"model.decoder.{changed[0] if changed else ''} only applies to model.kind='prefix_lm'"
+                                " (this config trains a CLIP, model.kind='clip')")
+        _check(d.vision_source in ("frozen_random", "clip_tokens", "clip_multilayer"),
+               f"model.decoder.vision_source must be 'frozen_random', 'clip_tokens' or 'clip_multilayer' (got {d.vision_source!r})")
+        if d.vision_source == "frozen_random":
+            _check(d.vision_checkpoint is None, "model.decoder.vision_checkpoint is only read by vision_source='clip_tokens'"
+                                                " or 'clip_multilayer' (vision_source is 'frozen_random')")
+        else:
+            _check(bool(d.vision_checkpoint), f"model.decoder.vision_source={d.vision_source!r} needs"
+                                              " model.decoder.vision_checkpoint: a CLIP checkpoint directory (lenscli train)"
+                                              " whose vision encoder gives the tokens")
+        if d.vision_layers is not None:
+            _check(d.vision_source == "clip_multilayer", "model.decoder.vision_layers is only read by"
+                                                         f" vision_source='clip_multilayer' (got {d.vision_source!r})")
+            _check(len(d.vision_layers) >= 1 and all(v >= 1 for v in d.vision_layers)
+                   and len(set(d.vision_layers)) == len(d.vision_layers),
+                   f"model.decoder.vision_layers must be distinct 1-based layer numbers, e.g. [1, 2] (got {d.vision_layers})")
+        if d.vision_norm == "none":
+            for key in ("norm_target_mean", "norm_max"):
+                _check(getattr(d, key) is None, f"model.decoder.{key} is only read by norm matching; set"
+                                                " model.decoder.vision_norm to 'match_code' or 'match_mean'")
+        _check(d.vision_norm != "match_mean" or d.norm_max is None,
+               "model.decoder.norm_max is only read by vision_norm='match_code' (match_mean rescales to the mean)")
         _check(d.vision_scale > 0, f"model.decoder.vision_scale must be > 0 (got {d.vision_scale})")
         _check(d.vision_init_std > 0, f"model.decoder.vision_init_std must be > 0 (got {d.vision_init_std})")
         for key in ("norm_target_mean", "norm_max"):
@@ -553,6 +583,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list (got {value!r})")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
     if hint is bool:
         if isinstance(value, bool):
             return value

@@ -493,8 +493,15 @@ def write_report(
 ) -> Path:
     """Write `build_report` to ``path`` atomically (a temporary file in the same directory,
     then renamed into place) and return the path. An existing file is only replaced with
-    ``force``; otherwise `ReportError`, and nothing is written."""
+    ``force``; otherwise `ReportError`, and nothing is written. A prefix-LM run (``model.kind =
+    "prefix_lm"``) gets `circuits.report_vlm.build_vlm_report`, which computes its own numbers."""
     check_free(path, force)
+    if run.cfg.model.kind == "prefix_lm":
+        if headline is not None:
+            raise ReportError("headline numbers are those of the CLIP report; a prefix-LM report computes its own")
+        from circuits.report_vlm import build_vlm_report  # same layer; imported here as it imports this module
+
+        return write_html(build_vlm_report(run, title=title), path, force)
     return write_html(build_report(run, title=title, headline=headline), path, force)
 
 

@@ -19,12 +19,11 @@ from jaxtyping import Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from circuits.checkpoint import Run, resolve_device
+from circuits.checkpoint import Run, new_model, resolve_device
 from circuits.config import RunConfig, TrainConfig
 from circuits.data import World
 from circuits.errors import ConfigError
 from circuits.evaluation import evaluate
-from circuits.models import build_model
 from circuits.runtime import training_entry
 from circuits.tasks import build_task
 from circuits.train.batches import batches
@@ -198,7 +197,7 @@ def train(
 ) -> Run:
     """Train a model from scratch as `cfg` says; deterministic given the config.
 
-    The default composition of `fit`: `build_model` (``model.kind``: `HookedCLIP` or
+    The default composition of `fit`: `new_model` (``model.kind``: `HookedCLIP` or
     `HookedPrefixLM`), the kind's objective and training set (`training_setup`), the training set
     (full batch, or seeded minibatches of ``train.batch_size``), `make_optimizer`. Every
     ``train.eval_every`` steps (and at the last step) the logit scale and the accuracies of
@@ -209,7 +208,7 @@ def train(
     tc = cfg.train
     device = resolve_device(tc.device)
     world = build_task(cfg)
-    model = build_model(cfg, world).to(device)
+    model = new_model(cfg, world).to(device)
     objective, data, extra = training_setup(cfg, world, device, pooled_only)
 
     start = time.perf_counter()
