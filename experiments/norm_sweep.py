@@ -72,8 +72,14 @@ def markdown(rows: list[dict], scales: tuple[float, ...]) -> str:
         rs = [r for r in rows if r["normalization"] == norm]
         fall = [k for k in METRICS if trend(rs, k, scales)[0] < 0]
         rest = [k for k in METRICS if k not in fall]
+        seen, _ = trend(rs, "seen_pair", scales)
+        single, _ = trend(rs, "single_object", scales)
+        endpoint = seen < -0.02 and single > -0.05
         md.append(f"Decoder norm {norm!r}: " + (f"{', '.join(fall)} fall" if fall else "nothing falls")
-                  + (f"; {', '.join(rest)} do not" if rest else "") + f" -> [B]'s direction {'reproduced' if verdicts[norm] else 'not reproduced'}.")
+                  + (f"; {', '.join(rest)} do not" if rest else "") + f". [B]'s end point (relational accuracy falls,"
+                  f" single-object holds) is {'reproduced' if endpoint else 'not reproduced'} (seen-pair {100 * seen:+.0f}"
+                  f" points, single-object {100 * single:+.0f}); its mechanism (α_V and α_V(1 − α_V) fall) is"
+                  f" {'reproduced' if {'alpha_v', 'alpha_v_sensitivity'} <= set(fall) else 'not reproduced'}.")
     return "\n".join(md)
 
 

@@ -26,10 +26,10 @@ QUICK_WORLD = {"world.width": 6, "world.n_labels": 6, "world.n_pair_labels": 4, 
 FULL_VLM = {"model.kind": "prefix_lm", "train.batch_size": 128, "train.steps": 400, "train.eval_every": 400,
             "train.device": "cpu"}
 QUICK_VLM = {**QUICK_WORLD, "model.kind": "prefix_lm", "model.decoder.d_model": 16, "model.decoder.d_head": 4,
-             "model.decoder.n_heads": 2, "train.steps": 30, "train.eval_every": 30, "train.lr": 3e-3, "train.device": "cpu"}
+             "model.decoder.n_heads": 2, "train.steps": 20, "train.eval_every": 20, "train.lr": 3e-3, "train.device": "cpu"}
 QUICK_CLIP = {**QUICK_WORLD, "model.vision.d_model": 16, "model.vision.d_head": 4, "model.vision.n_heads": 2,
               "model.text.d_model": 16, "model.text.d_head": 4, "model.text.n_heads": 2,
-              "train.steps": 20, "train.eval_every": 20, "train.lr": 3e-3, "train.device": "cpu"}
+              "train.steps": 10, "train.eval_every": 10, "train.lr": 3e-3, "train.device": "cpu"}
 
 
 def vlm_config(overrides: dict, quick: bool, seed: int = 0) -> RunConfig:

@@ -235,7 +235,7 @@ def trained_clip_vlm(tiny_clip_checkpoint, tmp_path_factory: pytest.TempPathFact
 
     cfg = tiny_vlm_config(**{"model.decoder.vision_source": "clip_tokens",
                              "model.decoder.vision_checkpoint": str(tiny_clip_checkpoint),
-                             "train.steps": 60, "train.eval_every": 20})
+                             "train.steps": 60, "train.eval_every": 60})
     return train_to_directory(cfg, tmp_path_factory.mktemp("clip_vlm") / "run", progress=False)
 
 

@@ -348,9 +348,11 @@ class _PooledTableAttention(torch.autograd.Function):
         h, _, d = W_Q.shape
         n_keys, rows, b = plan.key[1], plan.n_rows, plan.tokens.shape[0]
         x = table[:, :n_keys].reshape(rows, m)
-        W = torch.cat([W_Q, W_K, W_V]).permute(1, 0, 2).reshape(m, 3 * h * d)
-        qkv = torch.addmm(torch.cat([b_Q, b_K, b_V]).reshape(3 * h * d), x, W).view(n_vocab, n_keys, 3, h, d)
-        q, k, v = qkv[:, query, 0], qkv[:, :, 1], qkv[:, :, 2]  # [vocab, h, d], [vocab, keys, h, d] x2
+        x_q = table[:, query]  # queries at the query position only
+        W = torch.cat([W_K, W_V]).permute(1, 0, 2).reshape(m, 2 * h * d)
+        kv = torch.addmm(torch.cat([b_K, b_V]).reshape(2 * h * d), x, W).view(n_vocab, n_keys, 2, h, d)
+        k, v = kv[:, :, 0], kv[:, :, 1]  # [vocab, keys, h, d] x2
+        q = torch.addmm(b_Q.reshape(h * d), x_q, W_Q.permute(1, 0, 2).reshape(m, h * d)).view(n_vocab, h, d)
         if cos is not None:
             q = _rotate(q, cos[query], sin[query])
             k = _rotate(k, cos[:n_keys, None], sin[:n_keys, None])
@@ -370,19 +372,19 @@ class _PooledTableAttention(torch.autograd.Function):
         out = fast_apply(_MixRows, pattern, mixing, plan)
         if not plan.n_extra:
             out = out + b_O
-        return out, x, W, qh, kh, vh, pattern, mixing
+        return out, x, x_q, W, qh, kh, vh, pattern, mixing
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
-        table, _, _, _, _, _, _, W_O, _, _, cos, sin, _, plan, query = inputs
+        table, W_Q, _, _, _, _, _, W_O, _, _, cos, sin, _, plan, query = inputs
         ctx.plan, ctx.query, ctx.shape = plan, query, table.shape
-        ctx.save_for_backward(*output[1:], W_O, cos, sin)
+        ctx.save_for_backward(*output[1:], W_Q, W_O, cos, sin)
         ctx.mark_non_differentiable(*output[1:])
         ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(ctx, grad: Tensor, *_) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, W, qh, kh, vh, pattern, mixing, W_O, cos, sin = ctx.saved_tensors
+        x, x_q, W, qh, kh, vh, pattern, mixing, W_Q, W_O, cos, sin = ctx.saved_tensors
         plan, query = ctx.plan, ctx.query
         n_vocab, n, m = ctx.shape
         h, rows, d = vh.shape
@@ -405,14 +407,18 @@ class _PooledTableAttention(torch.autograd.Function):
         if cos is not None:
             g_q = _rotate_back(g_q, cos[query], sin[query])
             g_k = _rotate_back(g_k, cos[:n_keys, None], sin[:n_keys, None])
-        g_q = torch.cat([g_k.new_zeros(n_vocab, query, h, d), g_q[:, None], g_k.new_zeros(n_vocab, n_keys - query - 1, h, d)], 1)
-        g_qkv = torch.stack([g_q, g_k, g_v], dim=2).reshape(rows, 3 * h * d)
-        g_x = (g_qkv @ W.T).view(n_vocab, n_keys, m)
-        g_W = (x.T @ g_qkv).view(m, 3, h, d).permute(1, 2, 0, 3)  # [3, h, m, d]
-        g_b = g_qkv.sum(0).view(3, h, d)
+        g_kv = torch.stack([g_k, g_v], dim=2).reshape(rows, 2 * h * d)
+        g_x = (g_kv @ W.T).view(n_vocab, n_keys, m)
+        g_W = (x.T @ g_kv).view(m, 2, h, d).permute(1, 2, 0, 3)  # [2, h, m, d]
+        g_b = g_kv.sum(0).view(2, h, d)
+        g_q = g_q.reshape(n_vocab, h * d)
+        g_W_Q = (x_q.T @ g_q).view(m, h, d).transpose(0, 1)
+        g_x_q = g_q @ W_Q.permute(1, 0, 2).reshape(m, h * d).T  # [vocab, m]
         if n_keys < n:
             g_x = torch.cat([g_x, g_x.new_zeros(n_vocab, n - n_keys, m)], 1)
-        return (g_x, g_W[0], g_W[1], g_W[2], g_b[0], g_b[1], g_b[2], g_W_O, g_bias_O, g_residual, None, None, None, None, None)
+        g_x = g_x.index_add(1, torch.tensor([query], device=g_x.device), g_x_q[:, None])
+        return (g_x, g_W_Q, g_W[0], g_W[1], g_q.sum(0).view(h, d), g_b[0], g_b[1], g_W_O, g_bias_O, g_residual,
+                None, None, None, None, None)
 
 
 def pooled_table_attention(

@@ -3,8 +3,11 @@ exact decomposition with them, and the checks that refuse an encoder that cannot
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 import torch
+from conftest import RANDOM_RUNS, clip_for, run_id
 
 from circuits.config import DecoderConfig, EncoderConfig, RunConfig
 from circuits.decompose import decompose
@@ -69,20 +72,38 @@ def test_multilayer_features_concatenate_the_chosen_layers_in_order() -> None:
     assert vlm("clip_multilayer", source(n_layers=3)).vision.d_features == 3 * 12  # default: every layer
 
 
-CASES = [("clip_tokens", dict(positional="learned", normalization="none")),
-         ("clip_multilayer", dict(positional="rotary", normalization="pre_rms", attn_only=False)),
-         ("clip_tokens", dict(positional="learned", normalization="pre", n_layers=1))]
-
-
-@pytest.mark.parametrize("kind, fields", CASES, ids=lambda c: c if isinstance(c, str) else "-".join(map(str, c.values())))
-def test_the_decomposition_stays_exact_with_clip_token_inputs(kind: str, fields: dict) -> None:
-    model = vlm(kind, source(normalization="pre", attn_only=False, seed=9), seed=3, vision_scale=7.0, **fields)
-    x = tokens(seed=4)
+def assert_exact(model: HookedPrefixLM, x: torch.Tensor) -> None:
+    """Every layer's terms sum to its scores, and the decomposed forward equals the plain one."""
     for layer in range(model.cfg.n_layers):
         dec = decompose(model, x, layer=layer)
         allowed = torch.isfinite(dec.scores)
         torch.testing.assert_close(sum(dec.terms.values())[allowed], dec.scores[allowed], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(model(x, decompose=True), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_decomposition_stays_exact_with_multilayer_clip_tokens_and_rmsnorm() -> None:
+    model = vlm("clip_multilayer", source(normalization="pre", attn_only=False, seed=9), seed=3, vision_scale=7.0,
+                positional="rotary", normalization="pre_rms", attn_only=False)
+    assert_exact(model, tokens(seed=4))
+
+
+@pytest.mark.parametrize("run_cfg", RANDOM_RUNS[:4], ids=[run_id(r) for r in RANDOM_RUNS[:4]])
+def test_the_decomposition_stays_exact_with_clip_tokens_on_random_configs(run_cfg) -> None:
+    """The random CLIP's vision encoder (1 or 2 layers) is the source; the decoder takes the
+    random text encoder's architecture (layers, heads, widths, learned / rotary / no positions,
+    LayerNorm or none, MLP, biases); the first four random runs cover each of these."""
+    rand_model, rand_world = clip_for(run_cfg)
+    w = rand_world.cfg
+    text = run_cfg.model.text
+    kind = ("clip_tokens", "clip_multilayer")[run_cfg.train.seed % 2]
+    cfg = DecoderConfig(**{f.name: getattr(text, f.name) for f in fields(EncoderConfig)}, vision_source=kind)
+    src = VisionEncoderSource(rand_model.vision, rand_world.vocab.cls, "random")
+    model = HookedPrefixLM(cfg, d_vocab_vision=rand_world.d_vocab_vision, d_vocab_text=rand_world.d_vocab_text + 1,
+                           height=w.height, width=w.width, n_text=4, seed=run_cfg.train.seed, vision=src).eval()
+    g = torch.Generator().manual_seed(run_cfg.train.seed)
+    pixels = torch.randint(0, rand_world.d_vocab_vision - 1, (4, w.n_pixels), generator=g)  # no [CLS] among pixels
+    text_tokens = torch.randint(0, rand_world.d_vocab_text + 1, (4, 4), generator=g)
+    assert_exact(model, torch.cat([pixels, text_tokens], dim=1))
 
 
 def test_the_clip_encoder_is_frozen_and_stays_in_eval_mode() -> None:
