@@ -12,7 +12,7 @@ word stay the subject (or the object) whichever label it is? Default models at e
 
 from __future__ import annotations
 
-from mechanisms_common import entry, f, fraction, reproduce_main, trained
+from mechanisms_common import entry, fraction, reproduce_main, trained
 
 from circuits import viz
 from circuits.text_bias import caption_pair, text_attention_bias

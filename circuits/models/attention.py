@@ -24,7 +24,6 @@ import math
 
 import einops
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens import FactoredMatrix
