@@ -7,7 +7,7 @@ each term with the vision column, per text query and head), and the spec's sugge
 EP+PP+BP zeroed on the text -> vision block of layer 0.
 
     python experiments/app_o.py --quick          # ~2 s
-    python experiments/app_o.py --seeds 3        # full: ~2 x 1.5 min per seed
+    python experiments/app_o.py --seeds 3        # full: 6 models, 23 min wall on the loaded shared machine (5 min CPU)
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 EXPERIMENT = {"name": "app-o", "title": "App. O: the autoregressive toy VLM, 2-layer vs 1-layer decoder, Fig. 23 gradients",
-              "paper": "App. O, Fig. 23", "time": "~2 s / ~10 min (3 seeds)"}
+              "paper": "App. O, Fig. 23", "time": "~2 s / ~23 min (3 seeds, loaded 2-core machine; 5 min CPU)"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ pre-RMSNorm, and measures per c: the attention mass α_V of the text queries on 
 keys of EP+PP+BP / std of the scores) and the accuracies.
 
     python experiments/norm_sweep.py --quick     # ~3 s (c in {1, 100} only)
-    python experiments/norm_sweep.py --seeds 1   # full: 8 models per seed, ~1.5 min each on an idle machine
+    python experiments/norm_sweep.py --seeds 3   # full: 8 models per seed; 20 min wall for 3 seeds (12 min CPU)
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def markdown(rows: list[dict], scales: tuple[float, ...]) -> str:
 
 
 EXPERIMENT = {"name": "norm-sweep", "title": "B2: the norm sweep, vision_scale c in {0.1, 1, 10, 100}, with and without pre-RMSNorm",
-              "paper": "[B] Sec. 4.2, App. A", "time": "~3 s / ~12 min per seed"}
+              "paper": "[B] Sec. 4.2, App. A", "time": "~3 s / ~20 min (3 seeds, loaded 2-core machine; 12 min CPU)"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,4 +83,4 @@ def num(values: list[float], fmt: str = "{:.3f}") -> str:
     if not values:
         return "n/a"
     m = statistics.mean(values)
-    return fmt.format(m) if len(values) == 1 else f"{fmt.format(m)} ± {fmt.format(statistics.stdev(values))}"
+    return fmt.format(m) if len(values) == 1 else f"{fmt.format(m)} ± {fmt.replace('+', '').format(statistics.stdev(values))}"
