@@ -13,6 +13,8 @@ nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -20,6 +22,10 @@ from pathlib import Path
 
 from circuits.runtime import run_script
 from circuits.sweep import SweepSpec, run_sweep
+
+
+def _load() -> str:
+    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "?"
 
 
 def spec(runs: int, steps: int, device: str) -> SweepSpec:
@@ -49,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
     runs = args.runs or max(ks)
+    print(f"python {platform.python_version()}  cpus {os.cpu_count()}  {platform.machine()}  load avg {_load()}"
+          f"  ({runs} runs of {args.steps} steps per executor)", flush=True)
     rates = {"sequential (1 process)": measure("sequential", runs, args.steps, args.device, jobs=1)}
     rates["local --jobs 2"] = measure("local --jobs 2", runs, args.steps, args.device, jobs=2)
     for k in ks:
@@ -56,9 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_ray:
         import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # (workers import this tree's circuits, as the sweep's own Ray start arranges)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
         rates["ray, 2 CPUs"] = measure("ray, 2 CPUs", runs, args.steps, args.device, backend="ray")
         ray.shutdown()
+    print(f"load avg at the end {_load()}")
     base = rates["sequential (1 process)"]
     print("\n| executor | model-steps/s | ratio to sequential |\n|---|---|---|")
     for name, rate in rates.items():

@@ -175,8 +175,11 @@ def test_logit_scale_never_exceeds_logit_scale_max(tiny_cfg):
 # ------------------------------------------------------------------------------- end to end
 #: The default config's accuracies at its last step, measured on CPU with torch 2.13.0: train it
 #: (``lenscli train --out DIR``, train.device=cpu), then ``lenscli eval --ckpt DIR --json``.
-#: CPU/torch-2.13 specific: another torch build or a GPU may differ in the last digits.
-DEFAULT_ACCURACIES = {"single_object": 1.000, "seen_pair": 1.000, "unseen_pair": 0.974, "label_set": 1.000}
+#: CPU/torch-2.13 specific: another torch build or a GPU may differ in the last digits. Any change
+#: of float rounding in the training step moves the 1,500-step trajectory (it is chaotic: one
+#: softmax computed in another order moves the final weights by ~5e-2); re-recorded after the
+#: faster training step of issue 10 (was 0.974; benchmarks/README.md, "Results unchanged").
+DEFAULT_ACCURACIES = {"single_object": 1.000, "seen_pair": 1.000, "unseen_pair": 0.973, "label_set": 1.000}
 
 
 @pytest.mark.slow
