@@ -6,6 +6,10 @@
     run/model.safetensors  the model state dict, HookedCLIP or HookedPrefixLM by model.kind
                            (safetensors: no pickle, safe to share)
     run/metrics.jsonl      one JSON object per evaluation during training (may be empty)
+    run/vision_encoder.json  prefix-LMs with a ``clip_*`` vision source only: the frozen CLIP
+                           encoder's source directory, sizes, [CLS] id and CLIP config; its
+                           weights are in model.safetensors (``vision.encoder.*``), so the
+                           checkpoint loads even after the CLIP checkpoint moved or was deleted
 
 Writing is atomic: everything goes into a fresh hidden sibling directory that is renamed into
 place at the end, so an interrupted run leaves either the old checkpoint or the new one, never
@@ -27,12 +31,14 @@ from safetensors import SafetensorError
 from circuits.atomic import atomic_directory  # the lock, temporary sibling, SIGTERM and stale leftovers
 from circuits.config import RunConfig
 from circuits.errors import CheckpointError, ConfigError
-from circuits.models import HookedCLIP, HookedPrefixLM, build_model
+from circuits.data.vocab import Vocab
+from circuits.models import HookedCLIP, HookedPrefixLM, HookedVisionEncoder, VisionEncoderSource, build_model
 from circuits.tasks import Task, build_task
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.jsonl"
+VISION_ENCODER = "vision_encoder.json"
 
 PathLike = str | os.PathLike[str]
 Metrics = dict[str, float]
@@ -82,7 +88,7 @@ def load(directory: PathLike, device: str | torch.device | None = None) -> Run:
     cfg = _read_config(path)
     state = _read_weights(path / WEIGHTS)
     task = build_task(cfg)
-    model = build_model(cfg, task)
+    model = build_model(cfg, task, _stored_vision_encoder(cfg, path))
     _check_state_dict(state, model.state_dict(), path)
     model.load_state_dict(state, strict=True)
     model.eval()
@@ -120,10 +126,51 @@ def read_metrics(path: PathLike) -> list[Metrics]:
     return rows
 
 
+def new_model(cfg: RunConfig, task: Task) -> HookedCLIP | HookedPrefixLM:
+    """`build_model` for a fresh run: a prefix-LM with a ``clip_*`` vision source gets the frozen
+    vision encoder of ``model.decoder.vision_checkpoint`` (`load_vision_encoder`)."""
+    d = cfg.model.decoder
+    vision = load_vision_encoder(d.vision_checkpoint) if cfg.model.kind == "prefix_lm" and d.vision_source != "frozen_random" else None
+    return build_model(cfg, task, vision)
+
+
+def load_vision_encoder(directory: PathLike) -> VisionEncoderSource:
+    """The vision encoder of the CLIP checkpoint at `directory` (loaded with `load`), with its
+    [CLS] id, absolute path and config: the source of ``vision_source="clip_tokens"`` ([B] B0, B6)."""
+    run = load(directory)
+    if run.cfg.model.kind != "clip":
+        raise CheckpointError(f"model.decoder.vision_checkpoint {directory} is a {run.cfg.model.kind!r} checkpoint;"
+                              " the vision tokens come from a CLIP's vision encoder (model.kind='clip')")
+    return VisionEncoderSource(run.model.vision, Vocab(run.cfg.world.n_labels).cls, str(target_path(directory)),
+                               run.cfg.to_dict())
+
+
+def _stored_vision_encoder(cfg: RunConfig, path: Path) -> VisionEncoderSource | None:
+    """The frozen CLIP encoder saved inside a prefix-LM checkpoint (architecture from
+    ``vision_encoder.json``; its weights come with the model's state dict)."""
+    if cfg.model.kind != "prefix_lm" or cfg.model.decoder.vision_source == "frozen_random":
+        return None
+    file = path / VISION_ENCODER
+    try:
+        meta = json.loads(file.read_text())
+        clip_cfg = RunConfig.from_dict(meta["clip_config"])
+        encoder = HookedVisionEncoder(clip_cfg.model.vision, int(meta["d_vocab"]), int(meta["n_ctx"]))
+        return VisionEncoderSource(encoder, int(meta["cls_token"]), str(meta.get("source", "")), meta["clip_config"])
+    except FileNotFoundError:
+        raise CheckpointError(f"{file} is missing: a prefix-LM with vision_source="
+                              f"{cfg.model.decoder.vision_source!r} stores its frozen CLIP encoder's description there") from None
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{file} is not a valid vision-encoder description: {e}") from None
+
+
 # ------------------------------------------------------------------------------------ writing
-def write_model(cfg: RunConfig, model: HookedCLIP, directory: Path) -> None:
-    """config.json and model.safetensors of `model` into `directory` (an open atomic directory)."""
+def write_model(cfg: RunConfig, model: HookedCLIP | HookedPrefixLM, directory: Path) -> None:
+    """config.json and model.safetensors of `model` into `directory` (an open atomic directory),
+    and vision_encoder.json for a prefix-LM reading a frozen CLIP encoder."""
     (directory / CONFIG).write_text(cfg.to_json() + "\n")
+    meta = getattr(model, "vision_source_meta", None)
+    if meta is not None:
+        (directory / VISION_ENCODER).write_text(json.dumps(meta, indent=1) + "\n")
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     # bytes written by us rather than save_file, which creates the file readable by its owner only
     (directory / WEIGHTS).write_bytes(safetensors.torch.save(state, metadata={"format": "pt"}))

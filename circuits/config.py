@@ -1,4 +1,4 @@
-"""Typed configuration: one `RunConfig` (world + model + training) saved with every checkpoint.
+"""Typed configuration: one `RunConfig` (task + model + training) saved with every checkpoint.
 
 Every size and knob is a dataclass field. `RunConfig.from_dict` rejects unknown keys and
 `validate()` rejects impossible settings with one-line `ConfigError`s, so the CLI can print
@@ -84,6 +84,52 @@ class WorldConfig:
 
 
 @dataclass
+class Toy2DSConfig:
+    """The toy 2DS world of [B] Sec. 5.1 (spec B7), ``task = "toy2ds"``: coloured shapes on a
+    grid, one question per category per image. [B]'s facts: k = 2..6 objects, one object set per
+    k, 100 images per k (500), six categories (3,000 questions). Everything else is our CHOICE
+    (docs/toy2ds.md).
+
+    Images have the format of a 2D `WorldConfig` world with ``n_colors * n_shapes`` labels: a
+    row-major grid of token ids, 0 = background, object (colour c, shape s) = 1 + c * n_shapes + s.
+    """
+
+    height: int = 6  # grid rows (CHOICE: 6 x 6, so 6 objects fit in distinct rows and columns)
+    width: int = 6  # grid columns
+    n_colors: int = 6  # red, green, blue, yellow, purple, orange (CHOICE)
+    n_shapes: int = 6  # circle, square, triangle, star, cross, diamond (CHOICE)
+    min_objects: int = 2  # k per image: min_objects..max_objects ([B]: 2..6)
+    max_objects: int = 6
+    n_test_per_k: int = 100  # test images per k ([B]: 100, i.e. 500 images / 3,000 questions)
+    n_train_per_k: int = 4000  # training images per k (CHOICE: 20,000 in all)
+    test_seed: int = 0  # the test set: its object set per k, layouts and questions
+    train_seed: int = 1  # the training set (any object set; layouts disjoint from the test's)
+
+    @property
+    def n_pixels(self) -> int:
+        return self.height * self.width
+
+    @property
+    def n_objects(self) -> int:
+        return self.n_colors * self.n_shapes
+
+    def validate(self) -> None:
+        """Raise `ConfigError` for an impossible toy 2DS world."""
+        q = self
+        _check(q.height >= 2 and q.width >= 2, f"toy2ds.height and toy2ds.width must be >= 2 (got {q.height} x {q.width})")
+        for key in ("n_colors", "n_shapes"):
+            v = getattr(q, key)
+            _check(2 <= v <= 6, f"toy2ds.{key} must be between 2 and 6, the named ones (got {v})")
+        most = min(q.height, q.width, q.n_colors, q.n_shapes)
+        _check(2 <= q.min_objects <= q.max_objects,
+               f"toy2ds.min_objects must be >= 2 and <= toy2ds.max_objects (got {q.min_objects}, {q.max_objects})")
+        _check(q.max_objects <= most,
+               f"toy2ds.max_objects must be <= {most}: objects take distinct rows, columns, colours and shapes (got {q.max_objects})")
+        _check(q.n_test_per_k >= 2, f"toy2ds.n_test_per_k must be >= 2 (got {q.n_test_per_k})")
+        _check(q.n_train_per_k >= 2, f"toy2ds.n_train_per_k must be >= 2 (got {q.n_train_per_k})")
+
+
+@dataclass
 class EncoderConfig:
     """Architecture of one hooked Transformer encoder (vision or text).
 
@@ -141,7 +187,9 @@ class DecoderConfig(EncoderConfig):
 
     n_layers: int = 2
     mask: Literal["bidirectional", "causal"] = "causal"
-    vision_source: Literal["frozen_random"] = "frozen_random"  # [B] B0; clip_tokens: not yet
+    vision_source: Literal["frozen_random", "clip_tokens", "clip_multilayer"] = "frozen_random"  # [B] B0 / B6
+    vision_checkpoint: str | None = None  # clip_*: a CLIP checkpoint directory; its vision encoder is frozen and copied in
+    vision_layers: list[int] | None = None  # clip_multilayer: 1-based encoder layers concatenated ([B] B6); None = all
     vision_init_std: float = 0.1  # frozen vision table N(0, std^2) (CHOICE, A13)
     projector: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"  # LLaVA's Linear -> GELU -> Linear
     vision_scale: float = 1.0  # c: fixed multiplier of the projector output ([B] B0/B2)
@@ -186,11 +234,22 @@ class TrainConfig:
     threads: int | None = 1  # CPU threads for torch; null = torch's default (one per core), see circuits.runtime
 
 
+TASKS = ("relations", "toy2ds")
+
+
 @dataclass
 class RunConfig:
+    """A run: the task (``task`` names it, ``world`` or ``toy2ds`` describes it), the model and
+    its training. ``task = "relations"`` (default) is the spatial-relation `world` of [L];
+    ``"toy2ds"`` the question-answering `toy2ds` world of [B] Sec. 5.1 (prefix-LM models only).
+    The data section of the task not chosen must keep its defaults (`validate` refuses a change
+    there instead of ignoring it)."""
+
     world: WorldConfig = field(default_factory=WorldConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: Literal["relations", "toy2ds"] = "relations"  # configs saved before this field read as "relations"
+    toy2ds: Toy2DSConfig = field(default_factory=Toy2DSConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
@@ -220,9 +279,18 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise `ConfigError` (one line) for any impossible or out-of-range setting."""
+        _check(self.task in TASKS, f"task must be one of {', '.join(map(repr, TASKS))} (got {self.task!r})")
+        unused, section = ("world", self.world) if self.task == "toy2ds" else ("toy2ds", self.toy2ds)
+        changed = [f.name for f in fields(section) if getattr(section, f.name) != getattr(type(section)(), f.name)]
+        _check(not changed, f"{unused}.{changed[0] if changed else ''} does not apply to task={self.task!r}"
+                            f" (it describes the data of task={'relations' if unused == 'world' else 'toy2ds'!r}); leave {unused}.* at its defaults")
         self.world.validate()
         t = self.train
         _check(self.model.kind in ("clip", "prefix_lm"), f"model.kind must be 'clip' or 'prefix_lm' (got {self.model.kind!r})")
+        if self.task == "toy2ds":
+            self.toy2ds.validate()
+            _check(self.model.kind == "prefix_lm",
+                   f"task 'toy2ds' asks questions that a model answers in text: it needs model.kind='prefix_lm' (got {self.model.kind!r})")
         for name, enc in (("vision", self.model.vision), ("text", self.model.text), ("decoder", self.model.decoder)):
             p = f"model.{name}"
             for key in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp"):
@@ -268,7 +336,36 @@ class RunConfig:
 
 
     def _validate_decoder(self) -> None:
-        d, w = self.model.decoder, self.world
+        d, w = self.model.decoder, (self.toy2ds if self.task == "toy2ds" else self.world)  # the task's image grid
+        section = "toy2ds" if self.task == "toy2ds" else "world"
+        if self.model.kind == "clip":
+            changed = [f.name for f in fields(DecoderConfig) if getattr(d, f.name) != getattr(DecoderConfig(), f.name)]
+            _check(d.vision_norm == "none", f"model.decoder.vision_norm={d.vision_norm!r} matches the vision tokens to the"
+                                            " norms of a decoder's text embeddings; a CLIP (model.kind='clip') has none to"
+                                            " measure: set model.kind=prefix_lm")
+            _check(not changed, f"model.decoder.{changed[0] if changed else ''} only applies to model.kind='prefix_lm'"
+                                " (this config trains a CLIP, model.kind='clip')")
+        _check(d.vision_source in ("frozen_random", "clip_tokens", "clip_multilayer"),
+               f"model.decoder.vision_source must be 'frozen_random', 'clip_tokens' or 'clip_multilayer' (got {d.vision_source!r})")
+        if d.vision_source == "frozen_random":
+            _check(d.vision_checkpoint is None, "model.decoder.vision_checkpoint is only read by vision_source='clip_tokens'"
+                                                " or 'clip_multilayer' (vision_source is 'frozen_random')")
+        else:
+            _check(bool(d.vision_checkpoint), f"model.decoder.vision_source={d.vision_source!r} needs"
+                                              " model.decoder.vision_checkpoint: a CLIP checkpoint directory (lenscli train)"
+                                              " whose vision encoder gives the tokens")
+        if d.vision_layers is not None:
+            _check(d.vision_source == "clip_multilayer", "model.decoder.vision_layers is only read by"
+                                                         f" vision_source='clip_multilayer' (got {d.vision_source!r})")
+            _check(len(d.vision_layers) >= 1 and all(v >= 1 for v in d.vision_layers)
+                   and len(set(d.vision_layers)) == len(d.vision_layers),
+                   f"model.decoder.vision_layers must be distinct 1-based layer numbers, e.g. [1, 2] (got {d.vision_layers})")
+        if d.vision_norm == "none":
+            for key in ("norm_target_mean", "norm_max"):
+                _check(getattr(d, key) is None, f"model.decoder.{key} is only read by norm matching; set"
+                                                " model.decoder.vision_norm to 'match_code' or 'match_mean'")
+        _check(d.vision_norm != "match_mean" or d.norm_max is None,
+               "model.decoder.norm_max is only read by vision_norm='match_code' (match_mean rescales to the mean)")
         _check(d.vision_scale > 0, f"model.decoder.vision_scale must be > 0 (got {d.vision_scale})")
         _check(d.vision_init_std > 0, f"model.decoder.vision_init_std must be > 0 (got {d.vision_init_std})")
         for key in ("norm_target_mean", "norm_max"):
@@ -278,11 +375,11 @@ class RunConfig:
             s = d.pool_tokens
             if w.height == 1:
                 ok = s >= 1 and w.width % s == 0
-                rule = f"a divisor of world.width={w.width}"
+                rule = f"a divisor of {section}.width={w.width}"
             else:
                 side = math.isqrt(max(s, 0))
                 ok = s >= 1 and side * side == s and w.height % side == 0 and w.width % side == 0
-                rule = f"a square s*s with s dividing world.height={w.height} and world.width={w.width}"
+                rule = f"a square s*s with s dividing {section}.height={w.height} and {section}.width={w.width}"
             _check(ok, f"model.decoder.pool_tokens must be {rule} (got {s}): pooled bins are equal-sized")
 
 
@@ -486,6 +583,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list (got {value!r})")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
     if hint is bool:
         if isinstance(value, bool):
             return value

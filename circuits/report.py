@@ -10,7 +10,11 @@ every figure of `circuits.viz` that applies: model card and accuracies, training
 (Fig. 11), attention patterns and score terms of one unseen-pair and one seen-pair image with
 its position swap (Fig. 4b, 5a-b), head bias (Fig. 4c) and relational share (Fig. 5d), the
 ablation table (Fig. 5e), the terms' spread (Fig. 13) and horizontal gradient, the
-image-caption similarity (Fig. 3) and the text encoder's EOT attention (Fig. 6).
+image-caption similarity (Fig. 3), the rotation alignment of the token embeddings (Fig. 7) and
+the text encoder's EOT attention (Fig. 6), over all captions and for one caption and its swap
+(Fig. 6a). Sections that apply only to some runs (`applicable_sections`): training curves and
+phases (App. D, Fig. 11) when the run has a metrics history; the RoPE mechanisms (App. J,
+Figs. 18-19) for a rotary vision encoder.
 
 The numbers in the summary come from `headline`, which the CLI can print as they are (or pass
 back to `build_report` so that nothing is computed twice).
@@ -54,6 +58,7 @@ SECTIONS: dict[str, str] = {
     "summary": "Summary",
     "card": "Model card",
     "training": "Training curves",
+    "phases": "Training phases",
     "unseen_example": "Unseen-pair example: attention patterns and score terms",
     "seen_example": "Seen-pair example: attention patterns and score terms",
     "bias": "Head bias",
@@ -61,9 +66,15 @@ SECTIONS: dict[str, str] = {
     "ablation": "Term ablation",
     "spread": "Term spread",
     "gradient": "Horizontal gradient of the terms",
+    "rope": "RoPE mechanisms",
     "similarity": "Image-text similarity",
+    "alignment": "Vision-text embedding alignment",
     "text": "Text encoder EOT attention",
+    "text_pair": "Text encoder: a caption and its swap",
 }
+
+#: Re-pairings of the alignment's permutation null in the report (fewer than `lenscli align`'s 200: p ≥ 1/51).
+REPORT_PERMUTATIONS = 50
 
 MAX_BYTES = 10 * 1024 * 1024
 
@@ -186,6 +197,13 @@ def example_images(world: World) -> dict[str, Int[Tensor, " seq"]]:
     return out
 
 
+def applicable_sections(run: Run) -> list[str]:
+    """The keys of `SECTIONS` that the report of ``run`` has, in page order: the training
+    sections need a metrics history, the RoPE section a rotary vision encoder (App. J)."""
+    rotary = run.cfg.model.vision.positional == "rotary"
+    return [k for k in SECTIONS if (k not in ("training", "phases") or run.history) and (k != "rope" or rotary)]
+
+
 # ------------------------------------------------------------------------------ HTML
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1500px;
@@ -263,7 +281,7 @@ def build_report(
     page.add(f"<h1>{html.escape(title)}</h1>")
     page.add('<p class="note">Left-right symmetry breaking in a toy CLIP (arXiv 2601.12809); figure numbers refer to'
              " that paper. Generated " + html.escape(time.strftime("%Y-%m-%d %H:%M:%S")) + ".</p>")
-    keys = [k for k in SECTIONS if k != "training" or history is not None]
+    keys = applicable_sections(run)
     page.add("<nav>" + "".join(f'<a href="#{k}">{html.escape(SECTIONS[k])}</a>' for k in keys) + "</nav>")
     tables = headline_tables(numbers)
 
@@ -295,6 +313,7 @@ def build_report(
     if history is not None:
         page.section("training", "Accuracy of every split and the training loss during training (Fig. 11).")
         page.figure(viz.training_curves(history))
+        _phases_section(page, history)
 
     examples = example_images(world)
     for split, key in (("unseen_pair", "unseen_example"), ("seen_pair", "seen_example")):
@@ -341,8 +360,12 @@ def build_report(
     page.figure(viz.term_gradient_figure(gradients))
     page.add(html_table(viz.gradient_rows(gradients)))
 
+    if "rope" in keys:
+        _rope_section(page, run, numbers["accuracies"])
+
     page.section("similarity", "Cosine similarity of unseen-pair images with the unseen-pair captions (Fig. 3 right).")
     page.figure(viz.similarity_heatmap(model, world, "unseen_pair", max_images=120))
+    _alignment_section(page, run)
 
     try:
         text_probe = world.probe("unseen_pair", "text")
@@ -358,8 +381,95 @@ def build_report(
         page.figure(viz.bias_bars(head_bias(model, text_probe)))
     except CircuitsError as e:  # e.g. a world without two-object captions
         page.add(f'<p class="note">{html.escape(str(e))}</p>')
+    _text_pair_section(page, run, text_probe)
 
     return _document(title, page)
+
+
+def _note(page: _Page, error: Exception) -> None:
+    page.add(f'<p class="note">{html.escape(str(error))}</p>')
+
+
+def _phases_section(page: _Page, history: list[dict]) -> None:
+    """App. D: phase boundaries and loss bumps, the accuracies with the phases shaded (Fig. 11)."""
+    from circuits.phases import training_phases
+    from circuits.viz_mechanisms import phases_figure
+
+    page.section("phases", "t1 / t2: first evaluation from which single-object / seen-pair accuracy stays ≥ 0.99"
+                           " (within 0.02); t3: first with unseen-pair ≥ 0.9 × its final value; the largest relative"
+                           " jump of the training loss above its running minimum within 5 % of the run around t1"
+                           " and t2 (App. D, Fig. 11; thresholds are our choices, the paper gives none).")
+    try:
+        p = training_phases(history)
+    except CircuitsError as e:
+        return _note(page, e)
+    page.add(html_table([{"boundary": name, "step": t, "largest loss bump nearby": bump, "at step": at}
+                         for name, t, bump, at in (("t1 single-object", p.t1, p.bump_t1, p.bump_t1_step),
+                                                   ("t2 seen-pair", p.t2, p.bump_t2, p.bump_t2_step),
+                                                   ("t3 unseen-pair", p.t3, None, None))]))
+    page.figure(phases_figure(history, p))
+
+
+def _rope_section(page: _Page, run: Run, accuracies: dict[str, float]) -> None:
+    """App. J.2-J.3 on a rotary vision encoder (Figs. 18, 19)."""
+    from circuits.rope import rope_analysis
+    from circuits.viz_mechanisms import consistency_bars, rope_accuracy_figure, rope_mechanisms_figure
+
+    page.section("rope", "A rotary vision encoder has no learned positions, so no score term has key source P: the"
+                         " paper's App. J explains the bias by the consistency condition Δ·Δ′ &gt; 0 per (pair, positions)"
+                         " (Fig. 19a), the rotated key bias (Mechanism 1, g_ij, Fig. 19b) and a low-rank key subspace"
+                         " (Mechanism 2: key PCA, effective rank of W_K, a_m; Fig. 19c-e).")
+    probe = run.task.probe("unseen_pair")
+    try:
+        rope = rope_analysis(run.model, probe)
+    except CircuitsError as e:
+        return _note(page, e)
+    page.figure(rope_accuracy_figure(accuracies, head_bias(run.model, probe)))
+    page.figure(consistency_bars(rope))
+    page.figure(rope_mechanisms_figure(rope))
+
+
+def _alignment_section(page: _Page, run: Run) -> None:
+    """Sec. 6.2: orthogonal Procrustes between vision and text token embeddings (Fig. 7)."""
+    from circuits.align import initial_model, rotation_alignment
+    from circuits.viz_mechanisms import alignment_heatmaps
+
+    world = run.task
+    page.section("alignment", "Cosine of the vision and text token embeddings of the held-out labels, raw and after"
+                              " an orthogonal map R fitted on the training labels (Sec. 6.2, Fig. 7). With few labels"
+                              " in many dimensions R fits any pairs, so only held-out numbers count: p is the share of"
+                              f" {REPORT_PERMUTATIONS} random re-pairings of the training labels that align the held-out"
+                              " ones as well; the same fit at initialisation is the other null.")
+    try:
+        a = rotation_alignment(run.model, world.train_labels, world.heldout_labels, n_permutations=REPORT_PERMUTATIONS,
+                               init_model=initial_model(run.cfg, world))
+    except CircuitsError as e:
+        return _note(page, e)
+    keys = ("diagonal", "off_diagonal", "gap", "top1")
+    rows = [{"held-out cosines": "raw", **{k: a.raw.get(k) for k in keys}},
+            {"held-out cosines": "rotated", **{k: a.rotated[k] for k in keys}, "permutation p": a.permutation.get("p")},
+            {"held-out cosines": "rotated, at initialisation", **{k: a.init["rotated"][k] for k in keys},
+             "permutation p": a.init["permutation"].get("p")}]
+    page.add(html_table(rows))
+    page.figure(alignment_heatmaps(a))
+
+
+def _text_pair_section(page: _Page, run: Run, text_probe) -> None:
+    """Sec. 6.1: the [EOT] row of one caption and of its swap (Fig. 6a)."""
+    from circuits.text_bias import caption_pair, text_attention_bias
+    from circuits.viz_mechanisms import caption_pair_figure
+
+    page.section("text_pair", "Fig. 6(a): the paper's captions \"17 is on the left of 19\" and \"19 is on the left of"
+                              " 17\" (here two held-out labels): a head biased toward the subject gives it the most"
+                              " weight whichever label it is.")
+    try:
+        if text_probe is None:
+            raise CircuitsError("this world has no two-object captions")
+        tokens = caption_pair(text_probe.tokens)
+    except CircuitsError as e:
+        return _note(page, e)
+    result = text_attention_bias(run.model, tokens)
+    page.figure(caption_pair_figure(result, [run.task.position_labels(t, "text") for t in tokens]))
 
 
 def _document(title: str, page: _Page) -> str:
@@ -383,8 +493,15 @@ def write_report(
 ) -> Path:
     """Write `build_report` to ``path`` atomically (a temporary file in the same directory,
     then renamed into place) and return the path. An existing file is only replaced with
-    ``force``; otherwise `ReportError`, and nothing is written."""
+    ``force``; otherwise `ReportError`, and nothing is written. A prefix-LM run (``model.kind =
+    "prefix_lm"``) gets `circuits.report_vlm.build_vlm_report`, which computes its own numbers."""
     check_free(path, force)
+    if run.cfg.model.kind == "prefix_lm":
+        if headline is not None:
+            raise ReportError("headline numbers are those of the CLIP report; a prefix-LM report computes its own")
+        from circuits.report_vlm import build_vlm_report  # same layer; imported here as it imports this module
+
+        return write_html(build_vlm_report(run, title=title), path, force)
     return write_html(build_report(run, title=title, headline=headline), path, force)
 
 

@@ -9,7 +9,8 @@ rightward bias." (Head indices are seed-specific.)
 paper: the 20 ordered captions "X is on the left of Y" with X, Y among the held-out labels
 16..20) and gives, per head, the mean and std over captions at each key position, the bias
 ``mean(att[subject]) − mean(att[object])`` (positive: toward the first-mentioned object, "left")
-and the fraction of captions whose own difference has the sign of that bias.
+and the fraction of captions whose own difference has the sign of that bias. `caption_pair`
+picks Fig. 6(a)'s two captions, "17 is on the left of 19" and "19 is on the left of 17".
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuits.decompose import check_layer, get_encoder
+from circuits.errors import CircuitsError
 from circuits.models import HookedCLIP, HookedEncoder
 
 
@@ -67,3 +69,23 @@ def text_attention_bias(
     agree = (torch.sign(diff) == torch.sign(bias)).float().mean(0)
     return TextAttentionBias(layer, captions.shape[0], row.mean(0).tolist(), row.std(0, correction=0).tolist(),
                              bias.tolist(), agree.tolist(), subject, object, row.tolist())
+
+
+def caption_pair(
+    captions: Int[Tensor, "n pos"], a: int | None = None, b: int | None = None, subject: int = 0, object: int = 2
+) -> Int[Tensor, "2 pos"]:
+    """The captions "a … b" and "b … a" among ``captions`` (Fig. 6a: 17 and 19, the 2nd and 4th
+    of the held-out labels 16..20). Default: the 2nd and 4th of the subject labels present (the
+    last two when there are fewer than 4)."""
+    labels = torch.unique(captions[:, subject]).tolist()
+    if len(labels) < 2:
+        raise CircuitsError(f"a caption pair needs two labels; these captions have {len(labels)}")
+    a = labels[min(1, len(labels) - 2)] if a is None else a
+    b = labels[min(3, len(labels) - 1)] if b is None else b
+    rows = []
+    for x, y in ((a, b), (b, a)):
+        hit = ((captions[:, subject] == x) & (captions[:, object] == y)).nonzero()
+        if not len(hit):
+            raise CircuitsError(f"no caption with {x} as subject and {y} as object; subjects here are {labels}")
+        rows.append(captions[hit[0, 0]])
+    return torch.stack(rows)

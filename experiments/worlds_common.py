@@ -1,8 +1,9 @@
 """Shared plumbing of the App. K-Q reproductions (table4, table3, app_l, app_k, app_q, fig24, fig25).
 
-Each script defines ``run(profile, seeds) -> (rows, markdown)``; `main` parses ``--quick`` /
-``--seeds`` / ``--out`` and writes ``results.json`` (every number, the configs, the machine)
-and ``results.md`` (the table beside the paper's numbers). ``--quick`` shrinks the world (8 labels), the models (d_model
+Each script defines ``run(profile, seeds) -> (rows, markdown[, figures])``; `main` parses ``--quick`` /
+``--seeds`` / ``--out`` and writes ``results.json`` (every number, the configs, the machine),
+``results.md`` (the table beside the paper's numbers) and, if the script returns figures,
+``figure.html``. ``--quick`` shrinks the world (8 labels), the models (d_model
 32) and steps so each script runs in under ~30 s on 2 cores, into runs/<name>/quick (untracked);
 the full profile uses the library defaults and writes into experiments/results/<name>/.
 """
@@ -73,7 +74,7 @@ def reproduce_main(name: str, run: Callable[[bool, list[int]], tuple[list[dict],
         raise CircuitsError(f"{out} already holds results; pass --force to replace them or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    rows, markdown = run(args.quick, list(range(1 if args.quick else args.seeds)))
+    rows, markdown, *figures = run(args.quick, list(range(1 if args.quick else args.seeds)))
     seconds = time.perf_counter() - start
     meta = {"name": name, "profile": "quick" if args.quick else "full", "seconds": round(seconds, 1),
             "machine": platform.machine(), "python": platform.python_version()}
@@ -82,6 +83,10 @@ def reproduce_main(name: str, run: Callable[[bool, list[int]], tuple[list[dict],
     tmp.replace(out / "results.json")
     note = f"\n_{meta['profile']} profile, {len(set(r.get('seed', 0) for r in rows))} seed(s), {seconds:.0f} s._\n"
     (out / "results.md").write_text(markdown + note)
+    if figures and figures[0]:  # an optional third element: the entry's figures, on one page
+        from circuits.report import write_figures
+
+        write_figures(figures[0], out / "figure.html", title=f"{name} ({meta['profile']} profile)", force=True)
     print(markdown + note)
     print(f"wrote {out}", file=sys.stderr)
     return 0

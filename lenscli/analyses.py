@@ -13,8 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from lenscli.common import (CheckpointOption, JsonOption, ThreadsOption, require_checkpoint, require_free, use_threads,
-                            user_errors)
+from lenscli.common import (CheckpointOption, JsonOption, ThreadsOption, require_checkpoint, require_free, require_kind,
+                            use_threads, user_errors)
 
 HtmlOption = Annotated[Optional[Path], typer.Option("--html", help="Also write the figure to this self-contained HTML file.",
                                                      show_default=False)]
@@ -75,6 +75,7 @@ def align(
 ) -> None:
     """Rotation alignment of vision and text token embeddings, fitted on the training labels and
     scored on the held-out ones, with the permutation and initialisation nulls (Sec. 6.2, Fig. 7)."""
+    require_kind(ckpt, "clip", "align")
     run = _load(ckpt, threads, html, force)
     from circuits.align import initial_model, rotation_alignment
 
@@ -136,7 +137,7 @@ def rope(ckpt: CheckpointOption, split: SplitOption = "unseen_pair", as_json: Js
          force: ForceOption = False, threads: ThreadsOption = None) -> None:
     """App. J.3 on a rotary vision encoder: consistency (full, b_K = 0, PC1 keys), bias gradient g_ij,
     key PCA, effective rank of W_K, PC1 alignment and a_m profiles (Figs. 18-19)."""
-    require_checkpoint(ckpt)
+    require_kind(ckpt, "clip", "rope")
     from circuits.checkpoint import read_config
     from circuits.errors import CircuitsError
 
@@ -172,6 +173,7 @@ def text_attention(ckpt: CheckpointOption, layer: Annotated[int, typer.Option("-
                    split: SplitOption = "unseen_pair", as_json: JsonOption = False, threads: ThreadsOption = None) -> None:
     """[EOT] attention over subject / relation / object / [EOT] per head, mean ± std over the
     captions of --split, and each head's subject-minus-object bias (Sec. 6.1, Fig. 6)."""
+    require_kind(ckpt, "clip", "text-attention")
     run = _load(ckpt, threads)
     from circuits.text_bias import text_attention_bias
 

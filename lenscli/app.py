@@ -312,6 +312,12 @@ def run(
 
     run_, trained = train_or_load(cfg, out, retrain=retrain, progress=not quiet)
     typer.echo(f"{'trained' if trained else 'reusing'} checkpoint {run_.path}")
+    if cfg.model.kind == "prefix_lm":  # the headline table is the CLIP's; a prefix-LM gets its accuracies and report
+        from circuits.evaluation import evaluate
+
+        print_metrics(evaluate(run_.model, run_.task), title=f"Accuracies of {run_.path}")
+        typer.echo(f"report: {write_report(run_, run_.path / 'report.html', force=True)}")
+        return
     numbers = headline(run_, ablation_splits=("single_object", "unseen_pair"))
     print_headline(numbers)
     report_path = write_report(run_, run_.path / "report.html", force=True, headline=numbers)

@@ -142,6 +142,24 @@ def require_checkpoint(ckpt: Path) -> None:
         raise CheckpointError(f"{ckpt / 'config.json'} is missing; is {ckpt} a checkpoint directory?")
 
 
+KIND_NAMES = {"clip": "a CLIP (model.kind='clip')", "prefix_lm": "a prefix-LM toy VLM (model.kind='prefix_lm')"}
+KIND_HINTS = {"clip": "; on a prefix-LM use lenscli vlm norms|permute|entropy, or decompose / bias / ablate --encoder decoder",
+              "prefix_lm": ""}
+
+
+def require_kind(ckpt: Path, kind: str, command: str) -> None:
+    """Refuse, in one line, a checkpoint of the wrong model family for `command` (read from its
+    config.json, before the model is built)."""
+    from circuits.checkpoint import read_config
+    from circuits.errors import CircuitsError
+
+    require_checkpoint(ckpt)
+    found = read_config(ckpt).model.kind
+    if found != kind:
+        raise CircuitsError(f"lenscli {command} needs {KIND_NAMES[kind]} checkpoint; {ckpt} is"
+                            f" {KIND_NAMES.get(found, repr(found))}{KIND_HINTS[kind]}")
+
+
 def require_free(path: Path, force: bool) -> None:
     """Refuse an existing output file without --force (the library's own check speaks Python)."""
     from circuits.errors import CircuitsError
@@ -164,7 +182,8 @@ def print_metrics(metrics: Mapping[str, float], *, title: str, extra: Mapping[st
         from circuits.data.retrieval import label_aware_chance
 
         table.add_column("label-aware chance", justify="right")
-    for key, label in ACCURACY_LABELS.items():
+    labels = {**ACCURACY_LABELS, **{key: key for key in metrics if key not in ACCURACY_LABELS}}  # a task's own metrics as named
+    for key, label in labels.items():
         if key in metrics:
             fmt = "{:.2f}" if key in COUNT_METRICS else "{:.1%}"
             value = metrics[key]

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from lenscli.common import CheckpointOption, JsonOption, ThreadsOption, require_checkpoint, use_threads, user_errors
+from lenscli.common import CheckpointOption, JsonOption, ThreadsOption, require_kind, use_threads, user_errors
 
 app = typer.Typer(name="vlm", help="Diagnostics of 'Beyond Semantics' on prefix-LM (toy VLM) checkpoints.",
                   no_args_is_help=True)
@@ -18,16 +18,12 @@ app = typer.Typer(name="vlm", help="Diagnostics of 'Beyond Semantics' on prefix-
 SplitOption = Annotated[str, typer.Option("--split", help="Split to measure on.")]
 
 
-def _load_vlm(ckpt: Path, threads: int | None):
-    require_checkpoint(ckpt)
+def _load_vlm(ckpt: Path, threads: int | None, command: str):
+    require_kind(ckpt, "prefix_lm", f"vlm {command}")
     use_threads(threads)
     from circuits.checkpoint import load
-    from circuits.errors import CircuitsError
 
-    run = load(ckpt)
-    if run.cfg.model.kind != "prefix_lm":
-        raise CircuitsError(f"{ckpt} is a {run.cfg.model.kind} checkpoint; lenscli vlm needs model.kind=prefix_lm")
-    return run
+    return load(ckpt)
 
 
 def _print(title: str, rows: dict, as_json: bool) -> None:
@@ -54,7 +50,7 @@ def norms(ckpt: CheckpointOption, split: SplitOption = "unseen_pair", as_json: J
     """[B] Fig. 3: L2 norms of the vision tokens, text embeddings and positions, and their ratios."""
     from circuits.spatial.norms import embedding_norms
 
-    run = _load_vlm(ckpt, threads)
+    run = _load_vlm(ckpt, threads, "norms")
     _print(f"Embedding norms of {ckpt} on {split}", embedding_norms(run.model, run.task, split), as_json)
 
 
@@ -68,7 +64,7 @@ def permute(ckpt: CheckpointOption, n: Annotated[int, typer.Option("--n", help="
 
     if n < 1:
         raise CircuitsError(f"--n must be >= 1 (got {n})")
-    run = _load_vlm(ckpt, threads)
+    run = _load_vlm(ckpt, threads, "permute")
     _print(f"Permutation test of {ckpt}", permutation_test(run.model, run.task, n_permutations=n), as_json)
 
 
@@ -79,7 +75,7 @@ def entropy(ckpt: CheckpointOption, split: SplitOption = "unseen_pair", as_json:
     """[B] Table 4: normalised entropy of the text tokens' attention over the vision tokens."""
     from circuits.spatial.entropy import model_vision_entropy
 
-    run = _load_vlm(ckpt, threads)
+    run = _load_vlm(ckpt, threads, "entropy")
     out = model_vision_entropy(run.model, run.task, split)
     if as_json:
         typer.echo(json.dumps(out))

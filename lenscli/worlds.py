@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lenscli.common import CheckpointOption, JsonOption, ThreadsOption, require_checkpoint, use_threads, user_errors
+from lenscli.common import CheckpointOption, JsonOption, ThreadsOption, require_kind, use_threads, user_errors
 
 
 def _parse_keep(text: str) -> tuple[int, ...]:
@@ -38,7 +38,7 @@ def prune(
     from circuits.errors import CircuitsError
 
     heads = _parse_keep(keep)
-    require_checkpoint(ckpt)
+    require_kind(ckpt, "clip", "prune")
     if steps is not None and steps < 0:
         raise CircuitsError(f"--steps must be >= 0 (got {steps})")
     if (out.exists() and any(out.iterdir()) if out.is_dir() else out.exists()) and not force:
@@ -72,7 +72,7 @@ def failures(
     threads: ThreadsOption = None,
 ) -> None:
     """Classify the bidirectional-caption failures (App. M, Table 3), optionally under an ablation."""
-    require_checkpoint(ckpt)
+    require_kind(ckpt, "clip", "failures")
     use_threads(threads)
     from circuits.ablate import Ablation
     from circuits.checkpoint import load

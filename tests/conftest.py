@@ -210,6 +210,35 @@ def trained_vlm():
     return train(tiny_vlm_config(), progress=False)
 
 
+TINY_CLIP_FOR_VLM = {  # a CLIP on the tiny VLM's world: its vision encoder is a clip_tokens source
+    "world.width": 6, "world.n_labels": 6, "world.n_pair_labels": 4, "world.n_single_positions": 4,
+    "world.n_pair_positions": 8, "model.vision.d_model": 16, "model.vision.d_head": 4, "model.vision.n_heads": 2,
+    "model.text.d_model": 16, "model.text.d_head": 4, "model.text.n_heads": 2,
+    "train.steps": 20, "train.eval_every": 20, "train.lr": 3e-3, "train.device": "cpu",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny CLIP trained for a few steps on the tiny VLM's world, saved as a checkpoint."""
+    from circuits.train import train_to_directory
+
+    out = tmp_path_factory.mktemp("clip_for_vlm") / "clip"
+    train_to_directory(RunConfig().with_overrides(TINY_CLIP_FOR_VLM), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_clip_vlm(tiny_clip_checkpoint, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny prefix-LM reading the tiny CLIP's tokens (clip_tokens), briefly trained and saved."""
+    from circuits.train import train_to_directory
+
+    cfg = tiny_vlm_config(**{"model.decoder.vision_source": "clip_tokens",
+                             "model.decoder.vision_checkpoint": str(tiny_clip_checkpoint),
+                             "train.steps": 60, "train.eval_every": 60})
+    return train_to_directory(cfg, tmp_path_factory.mktemp("clip_vlm") / "run", progress=False)
+
+
 # ------------------------------------------------------------- hand-built mechanisms (App. D, J)
 def synthetic_history(step_losses: bool = True) -> list[dict]:
     """Evaluations every 10 steps to 200: single-object reaches 1.0 at step 50 (after a false

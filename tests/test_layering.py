@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     "circuits.decompose": 5, "circuits.ablate": 5, "circuits.stats": 5, "circuits.spatial": 5,
     "circuits.prune": 5, "circuits.failures": 5, "circuits.align": 5, "circuits.consistency": 5,
     "circuits.pair_bias": 5, "circuits.phases": 5, "circuits.rope": 5, "circuits.stat_checks": 5, "circuits.text_bias": 5,
-    "circuits.viz": 6, "circuits.report": 6, "circuits.viz_mechanisms": 6,
+    "circuits.viz": 6, "circuits.report": 6, "circuits.report_vlm": 6, "circuits.viz_mechanisms": 6,
     "circuits.sweep": 6,  # populations: trains, analyses and draws them (its figures and page reuse the report's)
     "lenscli": 7,
 }

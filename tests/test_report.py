@@ -74,15 +74,31 @@ def test_the_report_is_a_complete_html_document_under_10_mb(page: str) -> None:
     assert len(page.encode("utf-8")) < report.MAX_BYTES == 10 * 1024 * 1024
 
 
-def test_every_section_is_present_in_order(page: str) -> None:
-    positions = [page.find(f">{title}</h2>") for title in report.SECTIONS.values()]
-    assert all(p > 0 for p in positions), [t for t, p in zip(report.SECTIONS.values(), positions) if p < 0]
+def test_every_section_that_applies_is_present_in_order(trained, page: str) -> None:
+    titles = [report.SECTIONS[k] for k in report.applicable_sections(trained)]
+    positions = [page.find(f">{title}</h2>") for title in titles]
+    assert all(p > 0 for p in positions), [t for t, p in zip(titles, positions) if p < 0]
     assert positions == sorted(positions)
+
+
+def test_the_rope_section_is_only_for_rotary_vision_encoders(trained, page: str) -> None:
+    assert report.applicable_sections(trained) == [k for k in report.SECTIONS if k != "rope"]
+    assert f">{report.SECTIONS['rope']}</h2>" not in page
+
+
+def test_the_alignment_section_tables_the_librarys_held_out_numbers(trained, page: str) -> None:
+    from circuits.align import initial_model, rotation_alignment
+
+    world = trained.task
+    a = rotation_alignment(trained.model, world.train_labels, world.heldout_labels,
+                           n_permutations=report.REPORT_PERMUTATIONS, init_model=initial_model(trained.cfg, world))
+    assert (f"<td>rotated</td><td>{a.rotated['diagonal']:.3f}</td><td>{a.rotated['off_diagonal']:.3f}</td>"
+            f"<td>{a.rotated['gap']:.3f}</td><td>{a.rotated['top1']:.3f}</td><td>{a.permutation['p']:.3f}</td>") in page
 
 
 def test_without_history_there_is_no_training_section(trained, numbers) -> None:
     page = report.build_report(dataclasses.replace(trained, history=[]), headline=numbers, title="My <model>")
-    assert report.SECTIONS["training"] not in page
+    assert report.SECTIONS["training"] not in page and report.SECTIONS["phases"] not in page
     assert "<h1>My &lt;model&gt;</h1>" in page  # titles are escaped
     assert page.count(PLOTLY_JS) == 1
 
@@ -228,7 +244,8 @@ def test_a_model_without_learned_positions_still_gets_a_report() -> None:
     assert numbers["head_bias"]["first"] == bias.first and numbers["head_bias"]["label_specific"] == [None, None]
     page = report.build_report(run, headline=numbers)
     assert "Not defined for this model" in page and "Not applicable to this model: EP, PP, BP" in page
-    assert all(f">{title}</h2>" in page for key, title in report.SECTIONS.items() if key != "training")
+    assert "rope" in report.applicable_sections(run) and "training" not in report.applicable_sections(run)
+    assert all(f">{report.SECTIONS[key]}</h2>" in page for key in report.applicable_sections(run))
 
 
 # ----------------------------------------------------------------------------- in a browser

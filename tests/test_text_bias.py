@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from circuits.text_bias import text_attention_bias
+from circuits.errors import CircuitsError
+from circuits.text_bias import caption_pair, text_attention_bias
 from conftest import clip_for
 
 
@@ -39,3 +40,22 @@ def test_bias_and_sign_agreement_of_a_head_attending_only_to_the_subject(model_a
     assert out.sign_agreement[0] == 1.0
     assert out.bias[1] == pytest.approx(0.0, abs=1e-6)
     assert out.mean[1] == pytest.approx([0.25] * 4)
+
+
+def test_caption_pair_is_a_caption_and_its_swap(model_and_captions):
+    _, captions = model_and_captions
+    a, b = int(captions[0, 0]), int(captions[0, 2])
+    pair = caption_pair(captions, a, b)
+    assert pair[0].tolist() == captions[0].tolist()
+    assert (int(pair[1, 0]), int(pair[1, 2])) == (b, a) and pair[1, 1] == pair[0, 1]
+
+
+def test_caption_pair_defaults_to_the_papers_17_and_19(default_world):
+    pair = caption_pair(default_world.probe("unseen_pair", "text").tokens)
+    assert [(int(c[0]), int(c[2])) for c in pair] == [(17, 19), (19, 17)]
+
+
+def test_caption_pair_of_labels_without_captions_is_an_error(model_and_captions):
+    _, captions = model_and_captions
+    with pytest.raises(CircuitsError, match="no caption with 1 as subject"):
+        caption_pair(captions, 1, int(captions[0, 2]))

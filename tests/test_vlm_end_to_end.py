@@ -101,3 +101,64 @@ def test_a_config_saved_before_model_kind_loads_as_clip() -> None:
     data = RunConfig().to_dict()
     del data["model"]["kind"], data["model"]["decoder"]
     assert RunConfig.from_dict(data) == RunConfig() and RunConfig.from_dict(data).model.kind == "clip"
+
+
+# ------------------------------------------------------------- CLIP-token vision source (B0, B6)
+def test_a_clip_token_checkpoint_stores_its_frozen_encoder_and_loads_without_the_source(trained_clip_vlm, tiny_clip_checkpoint, tmp_path) -> None:
+    import json
+    import shutil
+
+    from circuits.checkpoint import VISION_ENCODER
+
+    meta = json.loads((trained_clip_vlm.path / VISION_ENCODER).read_text())
+    assert meta["source"] == str(tiny_clip_checkpoint) and meta["n_ctx"] == 7 and meta["cls_token"] == 7
+    clip = load(tiny_clip_checkpoint)
+    for name, value in clip.model.vision.state_dict().items():  # the encoder's weights, copied unchanged
+        assert torch.equal(trained_clip_vlm.model.state_dict()[f"vision.encoder.{name}"], value)
+    moved = tmp_path / "moved"
+    shutil.copytree(trained_clip_vlm.path, moved)
+    source_gone = tmp_path / "clip-elsewhere"
+    shutil.move(str(tiny_clip_checkpoint), source_gone)  # the source disappears ...
+    try:
+        run = load(moved)  # ... and the prefix-LM still loads
+    finally:
+        shutil.move(str(source_gone), tiny_clip_checkpoint)
+    x = trained_clip_vlm.task.batch("seen_pair").tokens[:8]
+    assert torch.equal(run.model(x), trained_clip_vlm.model(x))
+    assert run.model.vision_source_meta == trained_clip_vlm.model.vision_source_meta
+
+
+def test_a_clip_token_checkpoint_without_its_encoder_description_is_refused(trained_clip_vlm, tmp_path) -> None:
+    import shutil
+
+    from circuits.checkpoint import VISION_ENCODER
+    from circuits.errors import CheckpointError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_clip_vlm.path, broken)
+    (broken / VISION_ENCODER).unlink()
+    with pytest.raises(CheckpointError, match="vision_encoder.json is missing"):
+        load(broken)
+
+
+def test_the_frozen_encoder_does_not_change_during_training(trained_clip_vlm, tiny_clip_checkpoint) -> None:
+    clip = load(tiny_clip_checkpoint).model.vision
+    for name, value in clip.state_dict().items():
+        assert torch.equal(trained_clip_vlm.model.vision.encoder.state_dict()[name], value)
+    assert trained_clip_vlm.history[-1]["loss"] < trained_clip_vlm.history[0]["step_losses"][0] / 2  # the rest trained
+
+
+def test_a_vision_checkpoint_that_is_not_a_clip_is_refused(trained_vlm, tmp_path) -> None:
+    from conftest import tiny_vlm_config
+
+    from circuits.errors import CheckpointError
+    from circuits.train import train
+
+    path = save(trained_vlm, tmp_path / "vlm")
+    cfg = tiny_vlm_config(**{"model.decoder.vision_source": "clip_tokens", "model.decoder.vision_checkpoint": str(path)})
+    with pytest.raises(CheckpointError, match="is a 'prefix_lm' checkpoint; the vision tokens come from a CLIP"):
+        train(cfg, progress=False)
+    missing = tiny_vlm_config(**{"model.decoder.vision_source": "clip_tokens",
+                                 "model.decoder.vision_checkpoint": str(tmp_path / "nowhere")})
+    with pytest.raises(CheckpointError, match="does not exist"):
+        train(missing, progress=False)

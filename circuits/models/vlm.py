@@ -1,6 +1,7 @@
 """The prefix-LM toy VLM of [L] App. O, the testbed of [B] (spec A13, B0).
 
-Pixels are looked up in a frozen random table (no positions), mapped by an MLP projector
+Pixels are looked up in a frozen random table (no positions), or read as the per-pixel
+residual stream of a frozen CLIP vision encoder (one or several layers; `vision_source`), mapped by an MLP projector
 (LLaVA's mlp2x_gelu), multiplied by a fixed ``vision_scale`` c, optionally average-pooled to s
 tokens ([B] Sec. 3.2) and optionally norm-matched ([B] Sec. 5.2). They form the prefix of a
 decoder built from the same hooked parts as the encoders (`HookedEncoder`: `TransformerBlock`,
@@ -16,8 +17,11 @@ decomposition sources are the encoders': E (the vision tokens entering the decod
 positions, the text embedding at text positions), P (learned positions), H, N, B; so
 ``blocks.0.attn.hook_score_EP`` restricted to text queries and vision keys is App. O's Fig. 23.
 
-Hooks of the vision input: ``vision.projector.hook_pre|post`` (on the table of pixel values,
-[1, d_vocab_vision, ·]: the projector is applied once per value, not per pixel), ``vision.hook_projected``
+Hooks of the vision input: ``vision.hook_vision_features`` (what enters the projector, per
+pixel), ``vision.encoder.*`` (the frozen CLIP encoder of a ``clip_*`` source),
+``vision.projector.hook_pre|post`` (frozen_random with nothing hooked on the features: on the
+table of pixel values, [1, d_vocab_vision, ·], the projector being applied once per value; per
+pixel otherwise), ``vision.hook_projected``
 (projector output x c, per pixel), ``vision.hook_pooled`` (after pooling),
 ``vision.norm.*`` and ``vision.hook_out`` (what enters the decoder, [batch, n_vision, d_model]).
 """
@@ -36,6 +40,7 @@ from circuits.models.components import MLP, Sources, fan_in_std, init_normal_
 from circuits.models.encoder import HookedEncoder
 from circuits.models.masks import Prefix
 from circuits.models.terms import E, P
+from circuits.models.vision_source import VisionEncoderSource, check_encoder, clip_features, feature_layers, frozen_copy
 
 MATCH_CODE_EPS = 1e-6  # [B] code: RMSNorm eps of NormalizedProjector
 
@@ -95,15 +100,47 @@ def average_pool(
     return einops.reduce(x, "b (sr hr sc wc) d -> b (sr sc) d", "mean", sr=side, sc=side, hr=height // side)
 
 
-class VisionInput(nn.Module):
-    """Pixels -> frozen random table -> projector -> x vision_scale -> pool -> norm matching."""
+class Linear(nn.Module):
+    """``x W + b`` (the ``projector="linear"`` of LLaVA v1)."""
 
-    def __init__(self, cfg: DecoderConfig, d_vocab_vision: int, height: int, width: int, target_mean: float, max_norm: float):
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.W = nn.Parameter(torch.empty(d_in, d_out))
+        self.b = nn.Parameter(torch.zeros(d_out))
+
+    def forward(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_out"]:
+        return x @ self.W + self.b
+
+
+class VisionInput(nn.Module):
+    """Vision source (`circuits.models.vision_source`) -> projector -> x vision_scale -> pool -> norm matching."""
+
+    def __init__(
+        self, cfg: DecoderConfig, d_vocab_vision: int, height: int, width: int, target_mean: float, max_norm: float,
+        source: VisionEncoderSource | None = None,
+    ):
         super().__init__()
         self.cfg, self.height, self.width = cfg, height, width
-        self.W_vis = nn.Parameter(torch.empty(d_vocab_vision, cfg.d_model), requires_grad=False)  # frozen
-        self.projector = MLP(cfg.d_model, cfg.d_model, d_in=cfg.d_model)
+        if cfg.vision_source == "frozen_random":
+            if source is not None:
+                raise ConfigError("a vision encoder was given, but model.decoder.vision_source is 'frozen_random'")
+            self.W_vis = nn.Parameter(torch.empty(d_vocab_vision, cfg.d_model), requires_grad=False)  # frozen
+            d_in = cfg.d_model
+        else:
+            if source is None:
+                raise ConfigError(f"model.decoder.vision_source={cfg.vision_source!r} needs the frozen vision encoder of"
+                                  " model.decoder.vision_checkpoint: build the model with"
+                                  " circuits.checkpoint.new_model(cfg, task) (or circuits.train / circuits.load)")
+            check_encoder(source, d_vocab_vision, height * width)
+            self.encoder = frozen_copy(source.encoder)
+            self.layers = feature_layers(cfg, self.encoder.cfg.n_layers)
+            self.cls_token = source.cls_token
+            self.source_meta = source.meta()
+            d_in = len(self.layers) * self.encoder.cfg.d_model
+        self.d_features = d_in
+        self.projector = MLP(cfg.d_model, cfg.d_model, d_in=d_in) if cfg.projector == "mlp2x_gelu" else Linear(d_in, cfg.d_model)
         self.norm = VisionNorm(cfg.vision_norm, cfg.d_model, target_mean, max_norm)
+        self.hook_vision_features = HookPoint()  # [batch, pixels, d_features]: what enters the projector
         self.hook_projected = HookPoint()  # [batch, pixels, d_model]
         self.hook_pooled = HookPoint()  # [batch, n_vision, d_model]
         self.hook_out = HookPoint()  # [batch, n_vision, d_model]
@@ -112,9 +149,22 @@ class VisionInput(nn.Module):
     def n_tokens(self) -> int:
         return self.cfg.pool_tokens or self.height * self.width
 
+    def train(self, mode: bool = True) -> VisionInput:
+        """A frozen CLIP encoder stays in eval mode (no dropout), whatever the model's mode."""
+        super().train(mode)
+        if hasattr(self, "encoder"):
+            self.encoder.eval()
+        return self
+
     def forward(self, pixels: Int[Tensor, "batch pixels"]) -> Float[Tensor, "batch n_vision d_model"]:
-        table = self.projector(self.W_vis[None])[0]  # each pixel value once: [d_vocab_vision, d_model]
-        x = self.hook_projected(table[pixels] * self.cfg.vision_scale)
+        if hasattr(self, "encoder"):
+            features = clip_features(self.encoder, pixels, self.cls_token, self.layers)
+            x = self.projector(self.hook_vision_features(features))
+        elif self.hook_vision_features.fwd_hooks:  # someone reads or edits the features: project per pixel
+            x = self.projector(self.hook_vision_features(self.W_vis[pixels]))
+        else:  # the same numbers, projecting each pixel value once: [d_vocab_vision, d_model]
+            x = self.projector(self.W_vis[None])[0][pixels]
+        x = self.hook_projected(x * self.cfg.vision_scale)
         x = self.hook_pooled(average_pool(x, self.height, self.width, self.cfg.pool_tokens))
         return self.hook_out(self.norm(x))
 
@@ -140,6 +190,7 @@ class HookedPrefixLM(HookedEncoder):
         width: int,
         n_text: int,
         seed: int = 0,
+        vision: VisionEncoderSource | None = None,
     ):
         n_vision = cfg.pool_tokens or height * width
         gen = torch.Generator().manual_seed(seed)
@@ -149,19 +200,35 @@ class HookedPrefixLM(HookedEncoder):
         norms = self.embed.W_E.detach().norm(dim=-1)  # B5: the text-embedding norms at insertion time
         target_mean = cfg.norm_target_mean if cfg.norm_target_mean is not None else float(norms.mean())
         max_norm = cfg.norm_max if cfg.norm_max is not None else float(norms.max())
-        self.vision = VisionInput(cfg, d_vocab_vision, height, width, target_mean, max_norm)
+        self.vision = VisionInput(cfg, d_vocab_vision, height, width, target_mean, max_norm, vision)
         self.W_U = nn.Parameter(torch.empty(cfg.d_model, d_vocab_text))
         self.b_U = nn.Parameter(torch.zeros(d_vocab_text))
-        init_normal_(self.vision.W_vis, cfg.vision_init_std, gen)
-        init_normal_(self.vision.projector.W_in, fan_in_std(cfg.d_model, cfg.init_weight_std), gen)
-        init_normal_(self.vision.projector.W_out, fan_in_std(cfg.d_model, cfg.init_weight_std), gen)
+        if cfg.vision_source == "frozen_random":
+            init_normal_(self.vision.W_vis, cfg.vision_init_std, gen)
+        proj, d_in = self.vision.projector, self.vision.d_features
+        if isinstance(proj, MLP):
+            init_normal_(proj.W_in, fan_in_std(d_in, cfg.init_weight_std), gen)
+            init_normal_(proj.W_out, fan_in_std(cfg.d_model, cfg.init_weight_std), gen)
+        else:
+            init_normal_(proj.W, fan_in_std(d_in, cfg.init_weight_std), gen)
         init_normal_(self.W_U, fan_in_std(cfg.d_model, cfg.init_weight_std), gen)
         self.setup()
 
     @classmethod
-    def for_task(cls, cfg: RunConfig, task) -> HookedPrefixLM:
-        """The VLM ``cfg.model.decoder`` describes, sized for ``task``, initialised from ``cfg.train.seed``."""
-        return cls(cfg.model.decoder, **task.model_sizes(), seed=cfg.train.seed)
+    def for_task(cls, cfg: RunConfig, task, vision: VisionEncoderSource | None = None) -> HookedPrefixLM:
+        """The VLM ``cfg.model.decoder`` describes, sized for ``task``, initialised from ``cfg.train.seed``;
+        ``vision``: the loaded CLIP vision encoder of a ``clip_*`` source."""
+        return cls(cfg.model.decoder, **task.model_sizes(), seed=cfg.train.seed, vision=vision)
+
+    @property
+    def vision_source_meta(self) -> dict | None:
+        """How to rebuild the frozen CLIP encoder of a ``clip_*`` source (`VisionEncoderSource.meta`); None otherwise."""
+        return getattr(self.vision, "source_meta", None)
+
+    def setup(self) -> None:
+        super().setup()
+        # the frozen CLIP encoder is never decomposed: `clip_features` refuses hooks on its terms itself
+        self._decomposed_only = frozenset(n for n in self._decomposed_only if not n.startswith("vision.encoder."))
 
     @property
     def device(self) -> torch.device:

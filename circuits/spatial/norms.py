@@ -15,6 +15,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.errors import CircuitsError
+
 
 def norm_summary(norms: Float[Tensor, " n"]) -> dict[str, float]:
     """mean, median, p5, p95 and max of a set of L2 norms."""
@@ -31,20 +33,33 @@ def group_norms_by_layer(cache, groups: dict[str, slice | Tensor], n_layers: int
 
 
 @torch.no_grad()
-def embedding_norms(model, task, split: str) -> dict[str, dict[str, float]]:
-    """[B] Fig. 3 on a prefix-LM: norm statistics of the vision tokens entering the decoder, the
-    text embeddings of the split's caption tokens, and the decoder's positional rows; plus
-    ``log10(median_vis / median_txt)``, ``log10(p95_vis / median_txt)`` and ``median_vis / median_P``."""
+def token_norms(model, task, split: str) -> dict[str, Float[Tensor, " n"]]:
+    """Per-token L2 norms of a prefix-LM on a split ([B] Fig. 3's two distributions, plus ours):
+    ``vision`` (the tokens entering the decoder, every image of the split), ``text`` (the text
+    embedding of every caption token, [BOS] included, with multiplicity) and, with learned
+    positions, ``position`` (the decoder's positional rows)."""
     batch = task.batch(task[split])
     tokens = batch.tokens.to(model.device)
+    if not hasattr(model, "embed") or not hasattr(model, "vision"):
+        raise CircuitsError("token norms compare a prefix-LM's vision tokens with its text embeddings; this model has none")
     _, cache = model.run_with_cache(tokens, names_filter=["vision.hook_out"])
-    vision = norm_summary(cache["vision.hook_out"].norm(dim=-1))
-    text = norm_summary(model.embed.W_E[batch.text.to(model.device)].norm(dim=-1))
-    out = {"vision": vision, "text": text}
+    out = {"vision": cache["vision.hook_out"].norm(dim=-1).flatten(),
+           "text": model.embed.W_E[batch.text.to(model.device)].norm(dim=-1).flatten()}
+    if model.pos_embed is not None:
+        out["position"] = model.pos_embed.W_pos.norm(dim=-1)
+    return out
+
+
+@torch.no_grad()
+def embedding_norms(model, task, split: str) -> dict[str, dict[str, float]]:
+    """[B] Fig. 3 on a prefix-LM: `norm_summary` of each group of `token_norms`; plus
+    ``log10(median_vis / median_txt)``, ``log10(p95_vis / median_txt)`` and ``median_vis / median_P``."""
+    norms = token_norms(model, task, split)
+    out = {name: norm_summary(values) for name, values in norms.items()}
+    vision, text = out["vision"], out["text"]
     ratios = {"log10_median_vis_over_txt": math.log10(vision["median"] / text["median"]),
               "log10_p95_vis_over_median_txt": math.log10(vision["p95"] / text["median"])}
-    if model.pos_embed is not None:
-        out["position"] = norm_summary(model.pos_embed.W_pos.norm(dim=-1))
+    if "position" in out:
         ratios["median_vis_over_P"] = vision["median"] / out["position"]["median"]
     out["ratios"] = ratios
     return out

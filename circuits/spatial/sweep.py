@@ -14,6 +14,8 @@ from torch import Tensor
 from circuits.decompose import decompose
 from circuits.errors import CircuitsError
 from circuits.evaluation import evaluate
+from circuits.runtime import training_entry
+from circuits.spatial.norms import embedding_norms
 from circuits.train import train
 
 SCALES = (0.1, 1.0, 10.0, 100.0)  # [B] B2 / spec: c
@@ -44,7 +46,9 @@ def position_share(model, tokens: Tensor, layer: int = 0) -> Float[Tensor, "head
 
 
 def sweep_row(model, task, split: str = "unseen_pair") -> dict[str, Any]:
-    """Every B2 measurement of one trained model, on the teacher-forced canonical captions of ``split``."""
+    """Every B2 measurement of one trained model, on the teacher-forced canonical captions of ``split``:
+    accuracies, α_V and α_V(1 - α_V) (mean over layers, heads and text queries; per layer), the
+    layer-0 position share (learned positions only) and log10 of the median vision / text norm."""
     tokens = task.batch(task[split]).tokens
     alpha = vision_attention_mass(model, tokens)
     row: dict[str, Any] = {**evaluate(model, task),
@@ -52,9 +56,11 @@ def sweep_row(model, task, split: str = "unseen_pair") -> dict[str, Any]:
                            "alpha_v_per_layer": alpha.mean((1, 2)).tolist()}
     if model.pos_embed is not None:
         row["position_share"] = float(position_share(model, tokens).mean())
+    row["log10_norm_ratio"] = embedding_norms(model, task, split)["ratios"]["log10_median_vis_over_txt"]
     return row
 
 
+@training_entry  # the analyses after each training run with train.threads threads too
 def norm_sweep(cfg, scales: tuple[float, ...] = SCALES, seeds: tuple[int, ...] = (0,), progress: bool = False) -> list[dict]:
     """Train a prefix-LM per (c, seed) from ``cfg`` and return one `sweep_row` per model."""
     if cfg.model.kind != "prefix_lm":

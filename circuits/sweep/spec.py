@@ -2,7 +2,7 @@
 
 ::
 
-    seeds = [0, 1, 2]                      # or: seeds = 3  (train.seed; world.seed too unless tie_world_seed = false)
+    seeds = [0, 1, 2]                      # or: seeds = 3  (train.seed; the data seed too, world.seed or toy2ds.train_seed, unless tie_world_seed = false)
     config = "base.json"                   # optional JSON config, relative to this file
     [set]                                  # base overrides, the dotted keys of --set
     "train.steps" = 1500
@@ -201,8 +201,8 @@ class SweepSpec:
             values: dict[str, Any] = {k: v for part in parts for k, v in part.items()}
             for seed in self.seeds:
                 overrides = {**values, "train.seed": seed}
-                if self.tie_world_seed:
-                    overrides["world.seed"] = seed
+                if self.tie_world_seed:  # the data seed: the world's, or the toy 2DS's training set (its test set stays)
+                    overrides["toy2ds.train_seed" if values.get("task", base.task) == "toy2ds" else "world.seed"] = seed
                 try:
                     cfg = base.with_overrides(overrides)
                 except CircuitsError as e:

@@ -67,11 +67,16 @@ class Task(Protocol):
 
 
 def build_task(cfg: Any) -> Task:
-    """The task a `RunConfig` describes: the spatial-relation `World` of ``cfg.world``, read by
-    retrieval (``model.kind="clip"``) or captioned (``"prefix_lm"``, `CaptionTask`)."""
+    """The task a `RunConfig` describes: for ``task="relations"`` the spatial-relation `World` of
+    ``cfg.world``, read by retrieval (``model.kind="clip"``) or captioned (``"prefix_lm"``,
+    `CaptionTask`); for ``task="toy2ds"`` the questions of ``cfg.toy2ds`` (`Toy2DSTask`)."""
     from circuits.data.world import World
     from circuits.tasks.captioning import CaptionTask
 
+    if getattr(cfg, "task", "relations") == "toy2ds":
+        from circuits.tasks.toy2ds import Toy2DSTask
+
+        return Toy2DSTask(cfg.toy2ds, cfg.model.decoder.pool_tokens)
     world = World(cfg.world)
     return CaptionTask(world, cfg.model.decoder.pool_tokens) if cfg.model.kind == "prefix_lm" else world
 

@@ -26,11 +26,12 @@ CHUNK = 4096  # images per generation pass
 
 @dataclass(frozen=True)
 class CaptionBatch:
-    """Teacher-forced sequences: ``pixels`` + ``text`` in, ``targets`` (next tokens) out."""
+    """Teacher-forced sequences: ``pixels`` + ``text`` in, ``targets`` (next tokens) out; a
+    target -100 carries no loss (the toy 2DS prompt, `circuits.tasks.toy2ds`)."""
 
     pixels: Int[Tensor, "n pixels"]
-    text: Int[Tensor, "n 4"]  # [BOS] w1 w2 w3
-    targets: Int[Tensor, "n 4"]  # w1 w2 w3 [EOT]
+    text: Int[Tensor, "n text"]  # captions: [BOS] w1 w2 w3
+    targets: Int[Tensor, "n text"]  # captions: w1 w2 w3 [EOT]
 
     def __len__(self) -> int:
         return self.pixels.shape[0]
@@ -135,13 +136,7 @@ class CaptionTask:
     # ------------------------------------------------------------- probes
     def vision_position(self, pixel: Int[Tensor, "..."]) -> Int[Tensor, "..."]:
         """Residual position of the vision token holding ``pixel`` (its pooled bin, if pooled)."""
-        w, h = self.cfg.width, self.cfg.height
-        if self.pool_tokens is None:
-            return pixel
-        if h == 1:
-            return pixel // (w // self.pool_tokens)
-        side = int(round(self.pool_tokens**0.5))
-        return (pixel // w) // (h // side) * side + (pixel % w) // (w // side)
+        return pooled_position(pixel, self.cfg.height, self.cfg.width, self.pool_tokens)
 
     def probe(self, split: str = "unseen_pair", encoder: str = "decoder", query: int = 0) -> Probe:
         """Two-object images with their canonical caption teacher-forced; ``first``/``second`` are
@@ -175,6 +170,17 @@ class CaptionTask:
         text = tokens[self.cfg.n_pixels :]
         words = ["[BOS]" if int(t) == self.bos else v.text_token_str(int(t)) for t in text]
         return [f"v{i}" for i in range(self.n_vision)] + words
+
+
+def pooled_position(pixel: Int[Tensor, "..."], height: int, width: int, pool_tokens: int | None) -> Int[Tensor, "..."]:
+    """Vision position of a row-major pixel index after average pooling to ``pool_tokens`` bins
+    ([B] Sec. 3.2; `circuits.models.vlm.average_pool`): the pixel itself when not pooled."""
+    if pool_tokens is None:
+        return pixel
+    if height == 1:
+        return pixel // (width // pool_tokens)
+    side = int(round(pool_tokens**0.5))
+    return (pixel // width) // (height // side) * side + (pixel % width) // (width // side)
 
 
 def _mean(x: Tensor) -> float:

@@ -19,12 +19,11 @@ from jaxtyping import Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from circuits.checkpoint import Run, resolve_device
+from circuits.checkpoint import Run, new_model, resolve_device
 from circuits.config import RunConfig, TrainConfig
 from circuits.data import World
 from circuits.errors import ConfigError
 from circuits.evaluation import evaluate
-from circuits.models import build_model
 from circuits.runtime import training_entry
 from circuits.tasks import build_task
 from circuits.train.batches import batches
@@ -181,6 +180,12 @@ def training_setup(
     return ClipObjective(pooled_only, cfg.train.loss, cfg.train.positives), clip_batch(task, device, cfg.train.positives), lambda m: {"scale": m.scale.item()}
 
 
+def batch_size(tc: TrainConfig, task: Task) -> int | None:
+    """``train.batch_size``, or when it is null the task's ``default_batch_size`` if it has one
+    (the toy 2DS: 256), else None (full batch: the relation worlds)."""
+    return tc.batch_size if tc.batch_size is not None else getattr(task, "default_batch_size", None)
+
+
 @training_entry  # checks threads, device and size first; runs with train.threads threads
 def train(
     cfg: RunConfig,
@@ -192,7 +197,7 @@ def train(
 ) -> Run:
     """Train a model from scratch as `cfg` says; deterministic given the config.
 
-    The default composition of `fit`: `build_model` (``model.kind``: `HookedCLIP` or
+    The default composition of `fit`: `new_model` (``model.kind``: `HookedCLIP` or
     `HookedPrefixLM`), the kind's objective and training set (`training_setup`), the training set
     (full batch, or seeded minibatches of ``train.batch_size``), `make_optimizer`. Every
     ``train.eval_every`` steps (and at the last step) the logit scale and the accuracies of
@@ -203,12 +208,12 @@ def train(
     tc = cfg.train
     device = resolve_device(tc.device)
     world = build_task(cfg)
-    model = build_model(cfg, world).to(device)
+    model = new_model(cfg, world).to(device)
     objective, data, extra = training_setup(cfg, world, device, pooled_only)
 
     start = time.perf_counter()
     history = fit(
-        model, objective, batches(data, tc.batch_size, seed=tc.seed), make_optimizer(model, tc), tc.steps,
+        model, objective, batches(data, batch_size(tc, world), seed=tc.seed), make_optimizer(model, tc), tc.steps,
         evaluate=lambda m: {**extra(m), **evaluate(m, world, world.split_names)}, eval_every=tc.eval_every,
         log=on_eval, metrics_path=metrics_path, progress=progress, show=world.eval_splits, step_losses=True,
     )

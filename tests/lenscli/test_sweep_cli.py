@@ -84,16 +84,21 @@ def uninterrupted(spec, tmp_path_factory) -> Path:
     return out
 
 
+def finished_runs(out: Path) -> list[Path]:
+    """Run directories under their final name (pathlib's glob also matches the hidden temporaries)."""
+    return [p.parent for p in (out / "runs").glob("*/config.json") if not p.parent.name.startswith(".")]
+
+
 def test_a_sweep_killed_with_sigkill_resumes_to_the_same_table_without_retraining(spec, uninterrupted, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen(lenscli("sweep", "run", str(spec), "--out", str(out), "--jobs", "1", "--quiet"),
                             env=env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and len(list((out / "runs").glob("*/config.json"))) < 1:
+    while time.monotonic() < deadline and len(finished_runs(out)) < 1:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished = {p.parent.name: p.parent.joinpath("model.safetensors").stat().st_mtime_ns for p in (out / "runs").glob("*/config.json")}
+    finished = {p.name: (p / "model.safetensors").stat().st_mtime_ns for p in finished_runs(out)}
     assert 1 <= len(finished) < 4, "the kill should land mid-way"
     time.sleep(0.5)  # the workers notice their parent is gone
     again = run("sweep", "run", str(spec), "--out", str(out), "--jobs", "1", "--quiet")

@@ -153,7 +153,7 @@ def test_pool_sizes_that_do_not_divide_the_grid_are_rejected() -> None:
     with pytest.raises(ConfigError, match="pool_tokens must be a divisor of world.width=10"):
         RunConfig().with_overrides(["model.kind=prefix_lm", "model.decoder.pool_tokens=3"])
     with pytest.raises(ConfigError, match="square"):
-        RunConfig().with_overrides(["world.height=4", "world.width=4", "model.decoder.pool_tokens=2"])
+        RunConfig().with_overrides(["model.kind=prefix_lm", "world.height=4", "world.width=4", "model.decoder.pool_tokens=2"])
 
 
 def test_build_model_dispatches_on_kind() -> None:

@@ -12,11 +12,14 @@ from circuits.sweep.catalogue import Entry, ScriptEntry, entries, reproduce, scr
 
 NAMES = [e.name for e in entries() if isinstance(e, Entry)]
 SCRIPTS = [e.name for e in entries() if isinstance(e, ScriptEntry)]
+WITH_FIGURES = {"fig7", "fig6", "app-d", "app-j"}  # script entries that draw the paper's figure
 
 
 def test_the_catalogue_has_the_papers_entries():
     assert {"fig3", "fig4a", "app-c", "table2-left"} <= set(NAMES)
     assert {"app-k", "app-l", "app-q", "fig25", "table3", "table4"} <= set(SCRIPTS)
+    assert {"fig7", "fig6", "app-d", "app-e-f", "app-g", "app-j", "app-r"} <= set(SCRIPTS)  # the mechanism analyses
+    assert {"app-o", "norm-sweep", "permutation", "pooling"} <= set(SCRIPTS)  # the toy VLM (issue 13)
 
 
 def test_a_script_entry_is_read_without_importing_it(tmp_path):
@@ -30,6 +33,8 @@ def test_a_script_entrys_quick_profile_writes_results_and_refuses_to_overwrite_t
     result = reproduce(name, quick=True, out=tmp_path / name, progress=False)
     assert result["meta"]["profile"] == "quick" and result["rows"]
     assert "paper" in (tmp_path / name / "results.md").read_text().lower()
+    if name in WITH_FIGURES:
+        assert (tmp_path / name / "figure.html").read_text().startswith("<!DOCTYPE html>")
     with pytest.raises(Exception, match="already holds results; pass --force"):
         reproduce(name, quick=True, out=tmp_path / name, progress=False)
 

@@ -43,6 +43,12 @@ def test_seeds_set_the_training_and_the_world_seed_unless_untied(tmp_path):
     assert [(r.cfg.train.seed, r.cfg.world.seed) for r in untied] == [(4, 0), (7, 0)]
 
 
+def test_on_the_toy_2ds_seeds_set_its_training_data_seed_and_keep_its_test_set():
+    spec = SweepSpec.from_dict({"seeds": 2, "set": {"task": "toy2ds", "model.kind": "prefix_lm"}})
+    runs = spec.expand()
+    assert [(r.cfg.train.seed, r.cfg.toy2ds.train_seed, r.cfg.toy2ds.test_seed) for r in runs] == [(0, 0, 0), (1, 1, 0)]
+
+
 def test_zip_groups_vary_their_keys_together():
     spec = SweepSpec.from_dict({"zip": [{"model.vision.init_pos_std": [0.1, 0.02], "train.lr": [0.001, 0.002]}]})
     assert [(r.cfg.model.vision.init_pos_std, r.cfg.train.lr) for r in spec.expand()] == [(0.1, 0.001), (0.02, 0.002)]
