@@ -71,7 +71,7 @@ def export_base(rev: str, into: Path) -> None:
         text = path.read_text()
         text = re.sub(r"\bcircuits\.", "circuits_base.", text)
         text = re.sub(r"\bfrom circuits import\b", "from circuits_base import", text)
-        text = re.sub(r"^import circuits$", "import circuits_base", text, flags=re.M)
+        text = re.sub(r"^import circuits$", "import circuits_base", text, flags=re.MULTILINE)
         path.write_text(text)
 
 

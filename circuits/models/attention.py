@@ -218,9 +218,7 @@ class Attention(nn.Module):
         rows of weight 1. One autograd node with a hand-written backward
         (`pooled_ops.pooled_table_attention`). Exact; no hooks fire on this path.
         """
-        n_vocab, n_pos, m = table.shape
-        b, n = tokens.shape
-        h, d = self.cfg.n_heads, self.cfg.d_head
+        n_vocab, n, h = table.shape[0], tokens.shape[1], self.cfg.n_heads
         qi = query_index % n
         n_keys, hidden = _pooled_keys(self.mask, qi, n)  # keys after the last allowed one get no weight
         with_residual = residual is not None

@@ -3,8 +3,12 @@
 `Attention.forward_pooled_table` computes the first layer's pooled output from the table of
 its possible inputs (one row per (token, position)). What depends on the tokens alone (which
 table row each pixel reads, where each score sits in the score table, and the transposed
-structure the backward pass needs) is collected once in a `TablePlan`; training passes the
-same token tensor every step, so the attention module keeps the last plan it built.
+structure the backward pass needs) is collected once in a `TablePlan` (`LayerPlan` for a first
+layer computed at every position); training passes the same token tensor every step and
+evaluation the same splits, so each attention module keeps its last few plans (`PlanCache`).
+`pooled_table_attention` is the whole pooled first layer as one autograd node with a
+hand-written backward (its vmap rule generated), so that the training step pays autograd's
+per-op bookkeeping once instead of ~40 times.
 
 `mix_rows` is ``out[i] = sum_j weights[i, j] * table[index[i, j]]``: an exact weighted sum of
 table rows, with ``embedding_bag`` forward and a backward that never forms a dense
@@ -68,7 +72,7 @@ class TablePlan:
             self._backward = _sorted_entries(self.mix_index, self.n_table_rows)
         if self._backward is None:
             with torch._C._DisableFuncTorch():  # (cached: plain tensors, whatever transform asks first)
-                b, k = self.rows.shape
+                k = self.rows.shape[1]
                 h = self.key[3]
                 dev = self.rows.device
                 flat_rows = self.rows.reshape(-1)
@@ -110,7 +114,7 @@ class LayerPlan:
     def __init__(self, tokens: Tensor, n_vocab: int, n_heads: int, score_table: bool):
         self.tokens, self.version = tokens, tokens._version
         self.key = (n_vocab, n_heads, score_table)
-        b, n = tokens.shape
+        n = tokens.shape[1]
         self.n_rows = n_vocab * n
         rows = tokens * n + torch.arange(n, device=tokens.device)  # [b, n]
         self.rows = rows.reshape(-1)  # [b * n]

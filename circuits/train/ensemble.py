@@ -10,9 +10,10 @@ steps, evaluation cadence) must be equal. Members share one world because the po
 path caches token-dependent plans per batch, which ``vmap`` over per-member images cannot use.
 Full batches only (no minibatches) and no dropout: members then see exactly their single-run data.
 
-Speed: on CPU ``vmap`` over the pooled fast path is slower per model than one process per
-model (``benchmarks/bench_sweep.py``; numbers in docs/sweeps.md); ensembles are for GPUs,
-where one tiny model cannot fill the device.
+Speed: on CPU an ensemble is at parity with single runs per model-step (the pooled first layer
+is one autograd function whose vmap rule batches its matmuls over the members;
+``benchmarks/bench_sweep.py``, numbers in docs/sweeps.md): it saves memory and world building,
+not time. Ensembles pay on GPUs, where one tiny model cannot fill the device.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ class _Targets:
         if present is not None:
             truth_f, counts = truth_f[:, present], counts[present]
         self.present = present
-        b, c = truth_f.shape
+        b = truth_f.shape[0]
         self.log_counts = counts.log()  # [C]
         total = counts.sum()
         self.t2i_weight = counts / total  # [C]: weight of caption c's text->image term

@@ -282,7 +282,7 @@ def test_closed_form_loss_and_gradient_equal_the_op_by_op_form(seed, n_images, n
 
 
 def test_loss_under_vmap_of_grad_equals_each_members_loss_and_gradient():
-    logits, truth = random_batch(4, 12, 9, 2)
+    _, truth = random_batch(4, 12, 9, 2)
     truth = truth[:, truth.sum(0) > 0]
     stacked = torch.randn(3, *truth.shape, dtype=torch.float64) * 5
     grads, values = torch.func.vmap(torch.func.grad_and_value(lambda x: clip_loss(x, truth)))(stacked)
