@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from worlds_common import ROOT
+from worlds_common import ROOT, pct  # noqa: F401  (re-exported to the VLM entries)
 
 from circuits.config import RunConfig
 
@@ -68,14 +68,6 @@ def source_overrides(source: str, clip_path: str | None) -> dict:
     if source == "frozen_random":
         return {}
     return {"model.decoder.vision_source": source, "model.decoder.vision_checkpoint": clip_path}
-
-
-def pct(values: list[float]) -> str:
-    values = [v for v in values if v == v]
-    if not values:
-        return "n/a"
-    m = statistics.mean(values) * 100
-    return f"{m:.0f}%" if len(values) == 1 else f"{m:.0f} ± {statistics.stdev(values) * 100:.0f}%"
 
 
 def num(values: list[float], fmt: str = "{:.3f}") -> str:
