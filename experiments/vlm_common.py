@@ -1,4 +1,5 @@
-"""Shared plumbing of the prefix-LM toy VLM reproductions (app-o, norm-sweep, permutation, pooling).
+"""Shared plumbing of the prefix-LM toy VLM reproductions (app-o, norm-sweep, permutation, pooling,
+rope-probe).
 
 The full profile is the App. O model as docs/vlm.md measures it (default world D=10, N=20,
 N_pair=15; 2-layer attention-only decoder, d_model 128, 4 heads; minibatches of 128 for 400

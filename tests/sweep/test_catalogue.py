@@ -20,6 +20,7 @@ def test_the_catalogue_has_the_papers_entries():
     assert {"app-k", "app-l", "app-q", "fig25", "table3", "table4"} <= set(SCRIPTS)
     assert {"fig7", "fig6", "app-d", "app-e-f", "app-g", "app-j", "app-r"} <= set(SCRIPTS)  # the mechanism analyses
     assert {"app-o", "norm-sweep", "permutation", "pooling"} <= set(SCRIPTS)  # the toy VLM (issue 13)
+    assert "rope-probe" in SCRIPTS  # [B] v2's RoPE probe and CMB (B11, an extension)
 
 
 def test_a_script_entry_is_read_without_importing_it(tmp_path):
