@@ -413,10 +413,16 @@ def n_position_pairs(w: WorldConfig) -> int:
 EVAL_CHUNK = 4096  # images per forward pass in evaluation (circuits.evaluation.CHUNK)
 MAX_STEPS = 10_000_000  # far beyond anything useful: the default model learns in 1,500
 MAX_IMAGES = 5_000_000  # images in all splits; the world is built in Python, ~ minutes per million
-# Training cost model, calibrated on the default config (``benchmarks/bench_threads.py``: 200
-# steps, evaluations included, in 7.2 s on one thread of a 2-core x86 machine, i.e. 0.036 s per
-# step for its 4.9e9 multiply-accumulates as counted below): seconds per multiply-accumulate.
-SECONDS_PER_MAC = 7.3e-12
+# Training cost model: seconds per multiply-accumulate (as counted in `estimate_resources`) on one
+# CPU thread. Encoders: calibrated on the default config (``benchmarks/bench_train.py --paths fast
+# --threads 1`` on an idle 2-core x86 machine: 1,500 steps in 26.4 s of training, 0.0176 s per
+# step for its 4.9e9 multiply-accumulates). Prefix-LM decoders run the full hooked forward (no
+# per-(token, position) table), about 20x less per multiply-accumulate: calibrated on the toy 2DS
+# model of `experiments/toy_2ds.py` (batch 64, ~0.064 s per step for 8.7e8).
+SECONDS_PER_MAC = 3.6e-12
+SECONDS_PER_MAC_DECODER = 7.4e-11
+TOY2DS_TEXT = 10  # [BOS] question(6) [SEP] answer(2): circuits.tasks.toy2ds.Toy2DSTask.n_text
+TOY2DS_BATCH = 256  # Toy2DSTask.default_batch_size (train.batch_size = null)
 
 
 @dataclass(frozen=True)
@@ -472,6 +478,22 @@ def estimate_resources(cfg: RunConfig) -> ResourceEstimate:
     attention_bytes = 4 * chunk * v.n_heads * seq * seq * v.n_layers
     step_macs = 3 * (batch * seq * v.n_layers * macs(v) + n_text * 4 * x.n_layers * macs(x))  # forward + backward
     step_seconds = step_macs * SECONDS_PER_MAC
+    if m.kind == "prefix_lm":  # one decoder over [vision tokens] + text; the text is a caption or a toy 2DS question
+        d = m.decoder
+        if cfg.task == "toy2ds":
+            q = cfg.toy2ds
+            n_k = q.max_objects - q.min_objects + 1
+            n_train, pixels, text = n_k * q.n_train_per_k, q.n_pixels, TOY2DS_TEXT
+            n_images = n_k * (q.n_train_per_k + q.n_test_per_k)
+            n_captions = 6 * n_images  # questions: one per category per image
+            batch = TOY2DS_BATCH if t.batch_size is None else min(t.batch_size, 6 * n_train)
+        else:
+            pixels, text = w.n_pixels, 4  # [BOS] w1 w2 w3
+        seq = (d.pool_tokens or pixels) + text
+        train_bytes = 4 * 3 * batch * seq * d.n_layers * per_token(d)
+        attention_bytes = 4 * min(EVAL_CHUNK, n_images) * d.n_heads * seq * seq * d.n_layers
+        data_bytes = n_images * (seq * 8 + 200)
+        step_seconds = 3 * batch * seq * d.n_layers * macs(d) * SECONDS_PER_MAC_DECODER
     return ResourceEstimate(
         n_images=n_images, n_train_images=n_train, n_captions=n_captions, seq_len=seq,
         data_bytes=data_bytes, train_bytes=train_bytes, attention_bytes=attention_bytes,

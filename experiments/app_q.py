@@ -3,7 +3,7 @@
 accuracies and the monotonicity and slope of EP, PP, BP and EP+PP on the CLS row of layer 0.
 
     python experiments/app_q.py --quick        # ~20 s
-    python experiments/app_q.py --seeds 3      # full: ~1.5-2 min per seed on 2 cores
+    python experiments/app_q.py --seeds 3      # full: ~3.5 min per seed on a loaded 2-core machine
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def run(quick: bool, seeds: list[int]):
     return rows, "\n".join(md)
 
 
-EXPERIMENT = {"name": "app-q", "title": "App. Q: 2-layer vision encoder, accuracies and layer-0 term gradients", "paper": "App. Q", "time": "~6 s / ~25 min (3 seeds)"}
+EXPERIMENT = {"name": "app-q", "title": "App. Q: 2-layer vision encoder, accuracies and layer-0 term gradients", "paper": "App. Q", "time": "~6 s / ~11 min (3 seeds, 2-core machine at load ~3)"}
 
 
 def main(argv: list[str] | None = None) -> int:

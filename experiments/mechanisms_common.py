@@ -85,10 +85,20 @@ def config_key(cfg) -> str:
 
 def trained(kind: str, quick: bool, seed: int, overrides: dict | None = None) -> Run:
     """The checkpointed model ``kind`` (then ``overrides``) at ``seed``: loaded from the cache, or trained into it."""
+    return _trained(kind, quick, seed, overrides)[0]
+
+
+def trained_dir(kind: str, quick: bool, seed: int, overrides: dict | None = None) -> Path:
+    """The checkpoint directory of `trained` (trained first if it is not there): for a model that
+    another config reads by path, e.g. ``model.decoder.vision_checkpoint``."""
+    return _trained(kind, quick, seed, overrides)[1]
+
+
+def _trained(kind: str, quick: bool, seed: int, overrides: dict | None) -> tuple[Run, Path]:
     cfg = model_config(kind, quick, seed, overrides)
-    name = f"{kind}-s{seed}-{config_key(cfg)}"
-    run, _ = train_or_load(cfg, cache_dir(quick) / name, progress=False)
-    return run
+    directory = cache_dir(quick) / f"{kind}-s{seed}-{config_key(cfg)}"
+    run, _ = train_or_load(cfg, directory, progress=False)
+    return run, directory
 
 
 def f(x, digits: int = 2) -> str:

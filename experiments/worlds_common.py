@@ -65,6 +65,8 @@ def reproduce_main(name: str, run: Callable[[bool, list[int]], tuple[list[dict],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny models, few steps (CI smoke test, <~30 s)")
     parser.add_argument("--seeds", type=int, default=default_seeds, help="training seeds 0..S-1")
+    parser.add_argument("--first-seed", type=int, default=0, metavar="F",
+                        help="start the seeds at F (F..F+S-1), e.g. to run the seeds of a long entry in parallel")
     parser.add_argument("--out", type=Path, default=None, help="output directory")
     parser.add_argument("--force", action="store_true", help="replace results already in the output directory")
     args = parser.parse_args(argv)
@@ -74,7 +76,9 @@ def reproduce_main(name: str, run: Callable[[bool, list[int]], tuple[list[dict],
         raise CircuitsError(f"{out} already holds results; pass --force to replace them or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    rows, markdown, *figures = run(args.quick, list(range(1 if args.quick else args.seeds)))
+    if args.seeds < 1 or args.first_seed < 0:
+        raise CircuitsError(f"--seeds must be >= 1 and --first-seed >= 0 (got {args.seeds}, {args.first_seed})")
+    rows, markdown, *figures = run(args.quick, list(range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds))))
     seconds = time.perf_counter() - start
     meta = {"name": name, "profile": "quick" if args.quick else "full", "seconds": round(seconds, 1),
             "machine": platform.machine(), "python": platform.python_version()}

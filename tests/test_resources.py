@@ -63,3 +63,16 @@ def test_set_threads_returns_the_previous_count() -> None:
 def test_cuda_without_cuda_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="CUDA is not available"):
         check_device("cuda")
+
+
+def test_a_toy2ds_estimate_counts_its_own_world_and_decoder() -> None:
+    from circuits.data.toy2ds import Toy2DSWorld
+
+    small = {"task": "toy2ds", "model.kind": "prefix_lm", "toy2ds.n_train_per_k": 30, "toy2ds.n_test_per_k": 5}
+    cfg = RunConfig().with_overrides(small)
+    world = Toy2DSWorld(cfg.toy2ds)
+    est = estimate_resources(cfg)
+    assert (est.n_images, est.n_train_images) == (len(world.train.pixels) + len(world.test.pixels), len(world.train.pixels))
+    assert est.n_captions == len(world.train) + len(world.test)
+    wider = estimate_resources(RunConfig().with_overrides({**small, "model.decoder.d_model": 256}))
+    assert wider.step_seconds > est.step_seconds  # the decoder's size, not the CLIP encoders', sets the time
