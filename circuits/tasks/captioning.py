@@ -120,8 +120,35 @@ class CaptionTask:
         relations = [v.left_of, *([v.right_of] if self.cfg.captions == "bidirectional" else [])]
         return same & torch.isin(generated[:, 1], torch.tensor(relations, device=generated.device))
 
+    @torch.no_grad()
+    def order_choice(self, model, split: Split | str) -> Bool[Tensor, " n"]:
+        """Two-object images: the image's first true caption "A rel B" gets a higher teacher-forced
+        log-likelihood (its four tokens, [EOT] included) than the same caption with the labels
+        swapped, "B rel A". The forced choice between the two orders isolates the relational
+        mechanism from free generation's choice of labels and caption form (label-aware chance
+        0.5, as for the CLIP models' unseen-pair accuracy; our metric, not [L]'s)."""
+        split = self[split] if isinstance(split, str) else split
+        if split.objects.shape[1] < 2 or bool((split.objects[:, 1] < 0).any()):
+            raise CircuitsError(f"order_choice needs two-object images; split {split.name!r} has others")
+        true = self.world.captions[split.true_captions[:, 0]]  # [n, 4]: A rel B [EOT]
+        swapped = true.clone()
+        swapped[:, 0], swapped[:, 2] = true[:, 2], true[:, 0]
+        pixels = self.pixels(split)
+        bos = torch.full((len(true), 1), self.bos, dtype=torch.long)
+
+        def loglik(captions: Tensor) -> Tensor:
+            out = []
+            for px, cap, b in zip(pixels.split(CHUNK), captions.split(CHUNK), bos.split(CHUNK)):
+                tokens = torch.cat([px, b, cap[:, :-1]], dim=1).to(model.device)
+                logp = model(tokens).log_softmax(-1)  # [n, text, vocab]
+                out.append(logp.gather(-1, cap.to(model.device)[..., None])[..., 0].sum(-1))
+            return torch.cat(out)
+
+        return loglik(true) > loglik(swapped)
+
     def evaluate(self, model, splits: tuple[str, ...] | None = None, pooled_only: bool = True) -> dict[str, float]:
-        """Exact-match accuracy per split, and ``label_set`` on unseen pairs. The decoder has no
+        """Exact-match accuracy per split, and on unseen pairs ``label_set`` and ``order_choice``
+        (`order_choice`: the true order preferred to the swapped one). The decoder has no
         pooled path: ``pooled_only`` is accepted for the `Task` protocol, and generation always
         runs the full hooked forward (so hooks attached to the model always take effect)."""
         out: dict[str, float] = {}
@@ -131,6 +158,7 @@ class CaptionTask:
             out[name] = _mean(self.exact_match(generated, split))
             if name == "unseen_pair":
                 out["label_set"] = _mean(self.label_set_match(generated, split))
+                out["order_choice"] = _mean(self.order_choice(model, split))
         return out
 
     # ------------------------------------------------------------- probes

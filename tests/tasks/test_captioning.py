@@ -56,3 +56,29 @@ def test_probe_marks_the_vision_positions_and_the_bos_query() -> None:
 def test_probe_positions_are_pooled_bins_when_pooled() -> None:
     task = CaptionTask(WORLD, pool_tokens=2)
     assert task.vision_position(torch.tensor([0, 2, 3, 5])).tolist() == [0, 0, 1, 1]
+
+
+class _ReadsPixels:
+    """A stand-in decoder whose next-token logits spell "first left_of second [EOT]", with first /
+    second the image's left and right objects (``left_first``) or the other way round."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, left_first: bool):
+        self.left_first = left_first
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        v, n_px = WORLD.vocab, WORLD.cfg.n_pixels
+        pixels = tokens[:, :n_px]
+        cols = torch.arange(n_px).expand_as(pixels)
+        left = pixels.gather(1, torch.where(pixels > 0, cols, n_px).argmin(1, keepdim=True))[:, 0]
+        right = pixels.gather(1, torch.where(pixels > 0, cols, -1).argmax(1, keepdim=True))[:, 0]
+        a, b = (left, right) if self.left_first else (right, left)
+        caption = torch.stack([a, torch.full_like(a, v.left_of), b, torch.full_like(a, v.eot)], 1)
+        return 10.0 * torch.nn.functional.one_hot(caption, WORLD.d_vocab_text + 1).float()
+
+
+def test_order_choice_prefers_the_order_the_model_finds_likelier() -> None:
+    task = CaptionTask(WORLD)
+    assert task.order_choice(_ReadsPixels(left_first=True), "unseen_pair").all()
+    assert not task.order_choice(_ReadsPixels(left_first=False), "unseen_pair").any()
