@@ -70,7 +70,7 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(md)
 
 
-EXPERIMENT = {"name": "fig25", "title": "App. P: single-head models (Fig. 24) and all 14 head subsets, pruned and retrained (Fig. 25)", "paper": "App. P, Figs. 24-25", "time": "~8 s / ~30 min (3 seeds, 2-core machine at load ~3)"}
+EXPERIMENT = {"name": "fig25", "title": "App. P: single-head models (Fig. 24) and all 14 head subsets, pruned and retrained (Fig. 25)", "paper": "App. P, Figs. 24-25", "time": "~8 s / ~30 min (3 seeds, 2-core machine at load ~3)", "aliases": ["fig24"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,7 @@ def run(quick: bool, seeds: list[int]):
     return rows, "\n".join(md)
 
 
-EXPERIMENT = {"name": "table3", "title": "Bidirectional captions, 2-layer text: Table 2 lower half and the Table 3 failure analysis", "paper": "App. M, Tables 2-3", "time": "~6 s / ~10 min (3 seeds)"}
+EXPERIMENT = {"name": "table3", "title": "Bidirectional captions, 2-layer text: Table 2 lower half and the Table 3 failure analysis", "paper": "App. M, Tables 2-3", "time": "~6 s / ~10 min (3 seeds)", "aliases": ["table2-bidirectional"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -180,7 +180,8 @@ def _catalogue_row(e, estimate_seconds) -> dict:
     from circuits.sweep.catalogue import ScriptEntry
 
     if isinstance(e, ScriptEntry):
-        return {"name": e.name, "paper": e.paper, "runs (quick / full)": f"script {e.path.name}",
+        name = e.name + "".join(f" (= {a})" for a in e.aliases)
+        return {"name": name, "paper": e.paper, "runs (quick / full)": f"script {e.path.name}",
                 "est. training, 2 cores (quick / full)": e.time}
     return {"name": e.name, "paper": e.paper, "runs (quick / full)": f"{len(e.profile(True).expand())} / {len(e.spec.expand())}",
             "est. training, 2 cores (quick / full)": f"{estimate_seconds(e.profile(True), 2):.0f} s / {estimate_seconds(e.spec, 2) / 60:.0f} min"}

@@ -67,6 +67,7 @@ class ScriptEntry:
     title: str
     paper: str
     time: str = ""  # measured / estimated wall time of the quick and full profiles, as the script states it
+    aliases: tuple[str, ...] = ()  # other names the issue or the paper gives it (``fig24`` for ``fig25``)
 
     def run(self, *, quick: bool, out: Path, force: bool, seeds: int | None = None) -> int:
         """Import the script (its folder on ``sys.path`` for its shared helpers) and run its ``main``."""
@@ -105,14 +106,15 @@ def entries(directory: Path = EXPERIMENTS) -> list[Entry | ScriptEntry]:
     for path in sorted(directory.glob("*.py")):
         meta = script_metadata(path)
         if meta:
-            found.append(ScriptEntry(meta["name"], path, meta.get("title", meta["name"]), meta.get("paper", ""), meta.get("time", "")))
+            found.append(ScriptEntry(meta["name"], path, meta.get("title", meta["name"]), meta.get("paper", ""), meta.get("time", ""),
+                                     tuple(meta.get("aliases", ()))))
     return sorted(found, key=lambda e: e.name)
 
 
 def get(name: str, directory: Path = EXPERIMENTS) -> Entry | ScriptEntry:
     known = entries(directory)
     for entry in known:
-        if entry.name == name:
+        if entry.name == name or name in getattr(entry, "aliases", ()):
             return entry
     raise SweepError(f"unknown experiment {name!r}; the catalogue has {', '.join(e.name for e in known)} (lenscli reproduce --list)")
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from circuits.sweep import SweepError
-from circuits.sweep.catalogue import Entry, ScriptEntry, entries, reproduce, script_metadata
+from circuits.sweep.catalogue import Entry, ScriptEntry, entries, get, reproduce, script_metadata
 
 NAMES = [e.name for e in entries() if isinstance(e, Entry)]
 SCRIPTS = [e.name for e in entries() if isinstance(e, ScriptEntry)]
@@ -21,6 +21,10 @@ def test_the_catalogue_has_the_papers_entries():
     assert {"fig7", "fig6", "app-d", "app-e-f", "app-g", "app-j", "app-r"} <= set(SCRIPTS)  # the mechanism analyses
     assert {"app-o", "norm-sweep", "permutation", "pooling"} <= set(SCRIPTS)  # the toy VLM (issue 13)
     assert "rope-probe" in SCRIPTS  # [B] v2's RoPE probe and CMB (B11, an extension)
+
+
+def test_an_entry_answers_to_the_names_the_issue_gives_it():
+    assert get("fig24").name == "fig25" and get("table2-bidirectional").name == "table3"
 
 
 def test_a_script_entry_is_read_without_importing_it(tmp_path):
