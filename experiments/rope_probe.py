@@ -8,7 +8,7 @@ the CMB vision share of every text row per layer (`circuits.spatial.balance`). [
 predicts that as c grows α_V(1 − α_V), |Δα_V| and relational accuracy fall.
 
     python experiments/rope_probe.py --quick     # ~2 s (tiny world and decoder, 20 steps, c in {0.1, 1, 10, 100})
-    python experiments/rope_probe.py --seeds 3   # full: 4 models per seed; est. ~5 min wall for 3 seeds (not run yet)
+    python experiments/rope_probe.py --seeds 3   # full: 4 models per seed; 394 s for 3 seeds at load ~3
 
 Estimate (one-thread runs of the full-size rotary model on the loaded 2-core machine): training
 took 6.1 s for 10 steps and 8.9 s for 100 (~0.03 s a step plus ~6 s of set-up and evaluation),
@@ -80,7 +80,7 @@ def markdown(rows: list[dict], scales: tuple[float, ...]) -> str:
 
 
 EXPERIMENT = {"name": "rope-probe", "title": "B11 (extension): RoPE sensitivity probe and Cross-Modality Balance against c, rotary decoder",
-              "paper": "[B] v2 code (extension; B2(c), B11)", "time": "~2 s / est. ~5 min (3 seeds, 2-core machine; estimated, not run)"}
+              "paper": "[B] v2 code (extension; B2(c), B11)", "time": "~2 s / ~7 min (3 seeds, 2-core machine at load ~3)"}
 
 
 def main(argv: list[str] | None = None) -> int:
