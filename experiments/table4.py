@@ -4,7 +4,7 @@ images and false-negative masking, 2-layer vision + 2-layer text (attention-only
 EP / PP / BP / EP+PP+BP in every head of vision layer 0 (our CHOICE; the paper's layers are LOST).
 
     python experiments/table4.py --quick       # ~30 s
-    python experiments/table4.py --seeds 3     # full: 1 default model + 1 joint model per seed (~8 min per seed, 2 cores)
+    python experiments/table4.py --seeds 3     # full: 1 default model + 1 joint model per seed (over 25 min of CPU per seed on 2 cores: 3 seeds did not finish in 71 CPU-min)
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def run(quick: bool, seeds: list[int]):
     return rows, "\n".join(md)
 
 
-EXPERIMENT = {"name": "table4", "title": "Three-object world: transfer and joint training with false-negative masking", "paper": "App. N, Table 4", "time": "~8 s / ~25 min (3 seeds)"}
+EXPERIMENT = {"name": "table4", "title": "Three-object world: transfer and joint training with false-negative masking", "paper": "App. N, Table 4", "time": "~8 s / > 70 min of CPU (3 seeds; did not finish in 108 min on a loaded 2-core machine)"}
 
 
 def main(argv: list[str] | None = None) -> int:
