@@ -462,41 +462,53 @@ def estimate_resources(cfg: RunConfig) -> ResourceEstimate:
     seq = 1 + w.n_pixels
     data_bytes = n_images * (seq * 8 + 200)  # int64 tokens, plus the Python tuples of the build
     batch = n_train if t.batch_size is None else min(t.batch_size, n_train)
-
-    def per_token(enc: EncoderConfig) -> int:  # activations floats per token per layer
-        return 4 * enc.n_heads * enc.d_head + 2 * enc.d_model + (0 if enc.attn_only else enc.d_mlp)
-
-    def macs(enc: EncoderConfig) -> int:  # multiply-accumulates per token per layer
-        proj = 4 * enc.d_model * enc.n_heads * enc.d_head
-        return proj + (0 if enc.attn_only else 2 * enc.d_model * enc.d_mlp)
+    if m.kind == "prefix_lm":
+        return _decoder_estimate(cfg, n_images, n_train, n_captions, batch)
 
     v, x = m.vision, m.text
     n_text = min(n_captions, ordered_train + w.n_pair_labels)
-    train_floats = batch * seq * v.n_layers * per_token(v) + n_text * 4 * x.n_layers * per_token(x)
+    train_floats = batch * seq * v.n_layers * _per_token(v) + n_text * 4 * x.n_layers * _per_token(x)
     train_bytes = 4 * 3 * train_floats + 4 * batch * n_text  # forward + backward + temporaries; logits
     chunk = min(EVAL_CHUNK, n_images)
     attention_bytes = 4 * chunk * v.n_heads * seq * seq * v.n_layers
-    step_macs = 3 * (batch * seq * v.n_layers * macs(v) + n_text * 4 * x.n_layers * macs(x))  # forward + backward
+    step_macs = 3 * (batch * seq * v.n_layers * _macs(v) + n_text * 4 * x.n_layers * _macs(x))  # forward + backward
     step_seconds = step_macs * SECONDS_PER_MAC
-    if m.kind == "prefix_lm":  # one decoder over [vision tokens] + text; the text is a caption or a toy 2DS question
-        d = m.decoder
-        if cfg.task == "toy2ds":
-            q = cfg.toy2ds
-            n_k = q.max_objects - q.min_objects + 1
-            n_train, pixels, text = n_k * q.n_train_per_k, q.n_pixels, TOY2DS_TEXT
-            n_images = n_k * (q.n_train_per_k + q.n_test_per_k)
-            n_captions = 6 * n_images  # questions: one per category per image
-            batch = TOY2DS_BATCH if t.batch_size is None else min(t.batch_size, 6 * n_train)
-        else:
-            pixels, text = w.n_pixels, 4  # [BOS] w1 w2 w3
-        seq = (d.pool_tokens or pixels) + text
-        train_bytes = 4 * 3 * batch * seq * d.n_layers * per_token(d)
-        attention_bytes = 4 * min(EVAL_CHUNK, n_images) * d.n_heads * seq * seq * d.n_layers
-        data_bytes = n_images * (seq * 8 + 200)
-        step_seconds = 3 * batch * seq * d.n_layers * macs(d) * SECONDS_PER_MAC_DECODER
     return ResourceEstimate(
         n_images=n_images, n_train_images=n_train, n_captions=n_captions, seq_len=seq,
         data_bytes=data_bytes, train_bytes=train_bytes, attention_bytes=attention_bytes,
+        step_seconds=step_seconds, train_hours=t.steps * step_seconds / 3600,
+    )
+
+
+def _per_token(enc: EncoderConfig) -> int:
+    """Activation floats per token per layer."""
+    return 4 * enc.n_heads * enc.d_head + 2 * enc.d_model + (0 if enc.attn_only else enc.d_mlp)
+
+
+def _macs(enc: EncoderConfig) -> int:
+    """Multiply-accumulates per token per layer."""
+    return 4 * enc.d_model * enc.n_heads * enc.d_head + (0 if enc.attn_only else 2 * enc.d_model * enc.d_mlp)
+
+
+def _decoder_estimate(cfg: RunConfig, n_images: int, n_train: int, n_captions: int, batch: int) -> ResourceEstimate:
+    """`estimate_resources` of a prefix-LM: one decoder over [vision tokens] + text, the text a
+    caption of the relations world (counts given) or a toy 2DS question (counted here)."""
+    d, t = cfg.model.decoder, cfg.train
+    if cfg.task == "toy2ds":
+        q = cfg.toy2ds
+        n_k = q.max_objects - q.min_objects + 1
+        n_train, pixels, text = n_k * q.n_train_per_k, q.n_pixels, TOY2DS_TEXT
+        n_images = n_k * (q.n_train_per_k + q.n_test_per_k)
+        n_captions = 6 * n_images  # questions: one per category per image
+        batch = TOY2DS_BATCH if t.batch_size is None else min(t.batch_size, 6 * n_train)
+    else:
+        pixels, text = cfg.world.n_pixels, 4  # [BOS] w1 w2 w3
+    seq = (d.pool_tokens or pixels) + text
+    step_seconds = 3 * batch * seq * d.n_layers * _macs(d) * SECONDS_PER_MAC_DECODER
+    return ResourceEstimate(
+        n_images=n_images, n_train_images=n_train, n_captions=n_captions, seq_len=seq,
+        data_bytes=n_images * (seq * 8 + 200), train_bytes=4 * 3 * batch * seq * d.n_layers * _per_token(d),
+        attention_bytes=4 * min(EVAL_CHUNK, n_images) * d.n_heads * seq * seq * d.n_layers,
         step_seconds=step_seconds, train_hours=t.steps * step_seconds / 3600,
     )
 
