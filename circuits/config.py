@@ -197,6 +197,7 @@ class DecoderConfig(EncoderConfig):
     norm_target_mean: float | None = None  # match_*: target norm; None = measured text-embedding mean at init
     norm_max: float | None = None  # match_code clip; None = measured text-embedding max at init
     pool_tokens: int | None = None  # average-pool the vision tokens to this many ([B] Sec. 3.2); None = D
+    caption_order: Literal["subject_first", "relation_first"] = "subject_first"  # "A left-of B" or "left-of A B" (CHOICE)
 
 
 @dataclass
@@ -366,6 +367,8 @@ class RunConfig:
                                                 " model.decoder.vision_norm to 'match_code' or 'match_mean'")
         _check(d.vision_norm != "match_mean" or d.norm_max is None,
                "model.decoder.norm_max is only read by vision_norm='match_code' (match_mean rescales to the mean)")
+        _check(d.caption_order == "subject_first" or self.task == "relations",
+               "model.decoder.caption_order applies to the captioning task (task='relations'); the toy 2DS answers questions")
         _check(d.vision_scale > 0, f"model.decoder.vision_scale must be > 0 (got {d.vision_scale})")
         _check(d.vision_init_std > 0, f"model.decoder.vision_init_std must be > 0 (got {d.vision_init_std})")
         for key in ("norm_target_mean", "norm_max"):

@@ -4,7 +4,10 @@ generalize", and "the EP and PP terms exhibit a clear attention gradient from te
 over the vision token keys" (Fig. 23). Trains both decoders per seed and reports the
 accuracies, label-set accuracy, the layer-0 text -> vision gradients of EP and PP (Spearman ρ of
 each term with the vision column, per text query and head), and the spec's suggested ablation:
-EP+PP+BP zeroed on the text -> vision block of layer 0.
+EP+PP+BP zeroed on the text -> vision block of layer 0. A controlled variant (ours) trains the
+same decoders on the same captions with their first two words swapped
+(``model.decoder.caption_order = "relation_first"``: "is-left-of A B", "is A in-the-image"), so
+that the caption's form is decided before any label is written.
 
     python experiments/app_o.py --quick          # ~2 s
     python experiments/app_o.py --seeds 3        # full: 6 models, 23 min wall on the loaded shared machine (5 min CPU)
@@ -25,20 +28,31 @@ SPLITS = ("single_object", "seen_pair", "unseen_pair")
 ABLATIONS = {False: ("EP", "PP", "EP+PP+BP"), True: ("EP+PP+BP",)}  # full / quick profile
 
 
+ORDERS = ("subject_first", "relation_first")
+
+
 def run(quick: bool, seeds: list[int]):
     rows = []
     for seed in seeds:
-        for layers in (2, 1):
-            r = circuits.train_model(vlm_config({"model.decoder.n_layers": layers}, quick, seed), progress=False)
-            row = {"seed": seed, "n_layers": layers, **evaluate(r.model, r.task), "train_seconds": round(r.seconds, 1)}
-            generated = r.task.generate(r.model.eval(), "unseen_pair")  # the caption form a held-out pair gets
-            row["single_form"] = float((generated[:, 1] == r.task.world.vocab.is_).float().mean())
-            grads = text_vision_gradients(r.model, r.task, "unseen_pair", terms=("EP", "PP", "BP", "EE"))
-            row["gradients"] = {q: {t: {"monotonicity": g.monotonicity, "slope": g.slope} for t, g in terms.items()}
-                                for q, terms in grads.items()}
-            row["ablation"] = text_vision_ablations(r.model, r.task, SPLITS, names=ABLATIONS[quick])
-            rows.append(row)
+        for order in ORDERS:
+            for layers in (2, 1):
+                rows.append(_row(quick, seed, layers, order))
     return rows, markdown(rows)
+
+
+def _row(quick: bool, seed: int, layers: int, order: str) -> dict:
+    """One decoder trained and measured."""
+    cfg = vlm_config({"model.decoder.n_layers": layers, "model.decoder.caption_order": order}, quick, seed)
+    r = circuits.train_model(cfg, progress=False)
+    row = {"seed": seed, "n_layers": layers, "order": order, **evaluate(r.model, r.task),
+           "train_seconds": round(r.seconds, 1)}
+    generated = r.task.generate(r.model.eval(), "unseen_pair")  # the caption form a held-out pair gets
+    row["single_form"] = float((generated[:, 1] == r.task.world.vocab.is_).float().mean())
+    grads = text_vision_gradients(r.model, r.task, "unseen_pair", terms=("EP", "PP", "BP", "EE"))
+    row["gradients"] = {q: {t: {"monotonicity": g.monotonicity, "slope": g.slope} for t, g in terms.items()}
+                        for q, terms in grads.items()}
+    row["ablation"] = text_vision_ablations(r.model, r.task, SPLITS, names=ABLATIONS[quick])
+    return row
 
 
 def _strongest(rows: list[dict], query: str, term: str) -> list[float]:
@@ -46,31 +60,38 @@ def _strongest(rows: list[dict], query: str, term: str) -> list[float]:
     return [max(abs(x) for x in r["gradients"][query][term]["monotonicity"]) for r in rows]
 
 
+def _name(group: tuple[str, int]) -> str:
+    order, n = group
+    return f"{n}-layer" + (", relation-first captions" if order == "relation_first" else "")
+
+
 def markdown(rows: list[dict]) -> str:
-    by = {n: [r for r in rows if r["n_layers"] == n] for n in (2, 1)}
+    groups = {(o, n): [r for r in rows if r.get("order", "subject_first") == o and r["n_layers"] == n]
+              for o in ORDERS for n in (2, 1)}
+    groups = {g: rs for g, rs in groups.items() if rs}
     cols = (*SPLITS, "label_set", "order_choice", "single_form")
     md = ["| | single-object | seen-pair | unseen-pair | label-set (unseen) | order choice (unseen) | \"X is in-the-image\" form (unseen) |",
           "|---|---|---|---|---|---|---|",
           "| paper, 2-layer decoder (App. O) | 100% | 100% | 94% | — | — | — |",
           "| paper, 1-layer decoder | \"does not generalize\" | | | | | |"]
-    for n, rs in by.items():
-        md.append(f"| ours, {n}-layer decoder | " + " | ".join(pct([r.get(k, float("nan")) for r in rs]) for k in cols) + " |")
+    for g, rs in groups.items():
+        md.append(f"| ours, {_name(g)} decoder | " + " | ".join(pct([r.get(k, float("nan")) for r in rs]) for k in cols) + " |")
     md += ["", "Order choice (ours): the true caption \"A left-of B\" is likelier than \"B left-of A\" under teacher forcing"
            " (label-aware chance 50%). \"X is in-the-image\" form: the greedy caption's second token is the single-object"
            " caption's, i.e. the decoder describes a held-out pair as one object."]
     md += ["", "Fig. 23 (text query rows over the vision keys, decoder layer 0, unseen pairs): largest |Spearman ρ| of"
            " the term with the vision column over heads, mean ± std over seeds (1 = a perfect one-sided gradient).", "",
            "| decoder | query | EP | PP | BP | EE |", "|---|---|---|---|---|---|"]
-    for n, rs in by.items():
+    for g, rs in groups.items():
         for q in TEXT_QUERIES:
-            md.append(f"| {n}-layer | {q} | " + " | ".join(num(_strongest(rs, q, t), "{:.2f}") for t in ("EP", "PP", "BP", "EE")) + " |")
+            md.append(f"| {_name(g)} | {q} | " + " | ".join(num(_strongest(rs, q, t), "{:.2f}") for t in ("EP", "PP", "BP", "EE")) + " |")
     md += ["", "Suggested ablation (spec A13, not in the paper): zero terms on the text -> vision block of layer 0.", "",
            "| decoder | ablated | single-object | seen-pair | unseen-pair | order choice (unseen) |", "|---|---|---|---|---|---|"]
-    for n, rs in by.items():
+    for g, rs in groups.items():
         for cond in rs[0]["ablation"]:
-            md.append(f"| {n}-layer | {cond} | " + " | ".join(pct([r["ablation"][cond].get(k, float("nan")) for r in rs])
+            md.append(f"| {_name(g)} | {cond} | " + " | ".join(pct([r["ablation"][cond].get(k, float("nan")) for r in rs])
                                                            for k in (*SPLITS, "order_choice")) + " |")
-    two, one = by[2], by[1]
+    two, one = groups[("subject_first", 2)], groups[("subject_first", 1)]
 
     def mean(rs: list[dict], key: str, cond: str | None = None) -> float:
         return statistics.mean((r["ablation"][cond] if cond else r)[key] for r in rs)
@@ -91,6 +112,12 @@ def markdown(rows: list[dict]) -> str:
         md[-1] += (f" Zeroing EP+PP+BP on the text -> vision block of layer 0 leaves seen-pair at"
                    f" {mean(two, 'seen_pair', 'EP+PP+BP'):.0%} in the 2-layer decoder and"
                    f" {mean(one, 'seen_pair', 'EP+PP+BP'):.0%} in the 1-layer one.")
+    if ("relation_first", 2) in groups:
+        two_r, one_r = groups[("relation_first", 2)], groups[("relation_first", 1)]
+        md[-1] += (f" With relation-first captions (the form written before any label), unseen-pair accuracy is"
+                   f" {mean(two_r, 'unseen_pair'):.0%} (2-layer) and {mean(one_r, 'unseen_pair'):.0%} (1-layer), label-set"
+                   f" {mean(two_r, 'label_set'):.0%} and {mean(one_r, 'label_set'):.0%}, and the single-object form"
+                   f" {mean(two_r, 'single_form'):.0%} and {mean(one_r, 'single_form'):.0%}.")
     return "\n".join(md)
 
 
@@ -99,7 +126,7 @@ EXPERIMENT = {"name": "app-o", "title": "App. O: the autoregressive toy VLM, 2-l
 
 
 def main(argv: list[str] | None = None) -> int:
-    return reproduce_main(EXPERIMENT["name"], run, argv)
+    return reproduce_main(EXPERIMENT["name"], run, argv, merge=markdown)
 
 
 if __name__ == "__main__":

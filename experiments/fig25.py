@@ -74,7 +74,7 @@ EXPERIMENT = {"name": "fig25", "title": "App. P: single-head models (Fig. 24) an
 
 
 def main(argv: list[str] | None = None) -> int:
-    return reproduce_main(EXPERIMENT["name"], run, argv)
+    return reproduce_main(EXPERIMENT["name"], run, argv, merge=markdown)
 
 
 if __name__ == "__main__":

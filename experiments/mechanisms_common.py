@@ -77,9 +77,10 @@ def model_config(kind: str, quick: bool, seed: int, overrides: dict | None = Non
 
 
 def config_key(cfg) -> str:
-    """A short hash of the config (thread count excluded: it changes the speed, not the model)."""
+    """A short hash of the config (thread count and device excluded: the same recipe, one cache entry)."""
     data = cfg.to_dict()
     data["train"].pop("threads", None)
+    data["train"].pop("device", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -75,7 +75,7 @@ EXPERIMENT = {"name": "permutation", "title": "B3: token permutation test, froze
 
 
 def main(argv: list[str] | None = None) -> int:
-    return reproduce_main(EXPERIMENT["name"], run, argv)
+    return reproduce_main(EXPERIMENT["name"], run, argv, merge=markdown)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ EXPERIMENT = {"name": "pooling", "title": "B4: spatial compression retrained per
 
 
 def main(argv: list[str] | None = None) -> int:
-    return reproduce_main(EXPERIMENT["name"], run, argv)
+    return reproduce_main(EXPERIMENT["name"], run, argv, merge=markdown)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ vision encoder trained (by this entry, seed 0, cached in ``runs/models``) on a 6
 the toy's 36 objects as labels, then norm-matches them.
 
     python experiments/toy_2ds.py --quick          # ~10 s: a tiny world and models, a smoke test
-    python experiments/toy_2ds.py --seeds 2        # full: ~15 min per model on a loaded 2-core CPU (3 per seed)
+    python experiments/toy_2ds.py --seeds 3        # full: ~15-30 min per model on a loaded 2-core CPU (3 per seed)
+    python experiments/toy_2ds.py --seeds 1 --first-seed 2 --device cuda   # one seed, ~5 min on an H200
+    python experiments/toy_2ds.py --merge DIR1 DIR2 --force                # seeds run apart, as one result
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import statistics
 from pathlib import Path
 
 from mechanisms_common import trained_dir
-from worlds_common import entry, reproduce_main
+from worlds_common import device, entry, reproduce_main
 
 import torch
 
@@ -42,7 +44,7 @@ LABELS = {"color_abs": "Color_abs.", "color_rel": "Color_rel.", "shape_abs": "Sh
 
 BASE = {  # CHOICE (ours): the App. O decoder at width 64 with MLPs; lr 3e-3, minibatches of 128, 7,000 steps
     # (absolute questions jump from ~41 % to ~99 % between steps 4,000 and 6,000 of this recipe; docs/reproduction.md)
-    "task": "toy2ds", "model.kind": "prefix_lm", "train.device": "cpu",
+    "task": "toy2ds", "model.kind": "prefix_lm",
     "model.decoder.d_model": 64, "model.decoder.d_head": 16, "model.decoder.n_heads": 4,
     "model.decoder.attn_only": False, "model.decoder.d_mlp": 256,
     "model.decoder.vision_scale": 100.0,
@@ -102,7 +104,7 @@ def run(quick: bool, seeds: list[int]):
     rows = []
     for seed in seeds:  # seed-major, so that a partial run has every row of its first seeds
         for key, label, overrides in todo:
-            cfg = RunConfig().with_overrides({**BASE, **overrides, **(QUICK if quick else {}), "train.seed": seed})
+            cfg = RunConfig().with_overrides({**BASE, **overrides, **(QUICK if quick else {}), "train.device": device(), "train.seed": seed})
             rows.append({"variant": key, "label": label, "seed": seed, "config": cfg.to_dict(),
                          **measure(circuits.train_model(cfg, progress=False))})
     return rows, markdown(rows, todo, missing)
@@ -115,6 +117,18 @@ def fmt(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def merged_markdown(rows: list[dict]) -> str:
+    """`markdown` of rows merged from several runs (``--merge``): the variants as the rows name them."""
+    def int_keys(x):  # JSON wrote the per-k and per-step dicts' int keys as strings
+        if isinstance(x, dict):
+            return {int(k) if isinstance(k, str) and k.isdigit() else k: int_keys(v) for k, v in x.items()}
+        return [int_keys(v) for v in x] if isinstance(x, list) else x
+
+    rows = [int_keys(r) for r in rows]
+    todo = list({r["variant"]: (r["variant"], r["label"], {}) for r in rows}.values())
+    return markdown(rows, todo, {})
 
 
 def markdown(rows: list[dict], todo: list[tuple[str, str, dict]], missing: dict[str, str]) -> str:
@@ -165,7 +179,7 @@ EXPERIMENT = {"name": "2ds", "title": "The toy 2DS: baseline (c = 100) vs + matc
 
 
 def main(argv: list[str] | None = None) -> int:
-    return reproduce_main(EXPERIMENT["name"], run, argv)
+    return reproduce_main(EXPERIMENT["name"], run, argv, merge=merged_markdown)
 
 
 if __name__ == "__main__":

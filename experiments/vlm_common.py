@@ -18,29 +18,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from worlds_common import ROOT, pct  # noqa: F401  (re-exported to the VLM entries)
+from worlds_common import ROOT, device, pct  # noqa: F401  (re-exported to the VLM entries)
 
 from circuits.config import RunConfig
 
 QUICK_WORLD = {"world.width": 6, "world.n_labels": 6, "world.n_pair_labels": 4, "world.n_single_positions": 4,
                "world.n_pair_positions": 8}
-FULL_VLM = {"model.kind": "prefix_lm", "train.batch_size": 128, "train.steps": 400, "train.eval_every": 400,
-            "train.device": "cpu"}
+FULL_VLM = {"model.kind": "prefix_lm", "train.batch_size": 128, "train.steps": 400, "train.eval_every": 400}
 QUICK_VLM = {**QUICK_WORLD, "model.kind": "prefix_lm", "model.decoder.d_model": 16, "model.decoder.d_head": 4,
-             "model.decoder.n_heads": 2, "train.steps": 20, "train.eval_every": 20, "train.lr": 3e-3, "train.device": "cpu"}
+             "model.decoder.n_heads": 2, "train.steps": 20, "train.eval_every": 20, "train.lr": 3e-3}
 QUICK_CLIP = {**QUICK_WORLD, "model.vision.d_model": 16, "model.vision.d_head": 4, "model.vision.n_heads": 2,
               "model.text.d_model": 16, "model.text.d_head": 4, "model.text.n_heads": 2,
-              "train.steps": 10, "train.eval_every": 10, "train.lr": 3e-3, "train.device": "cpu"}
+              "train.steps": 10, "train.eval_every": 10, "train.lr": 3e-3}
 
 
 def vlm_config(overrides: dict, quick: bool, seed: int = 0) -> RunConfig:
     """The App. O prefix-LM of the profile, then ``overrides``, then the seed."""
-    return RunConfig().with_overrides({**(QUICK_VLM if quick else FULL_VLM), **overrides, "train.seed": seed})
+    return RunConfig().with_overrides({**(QUICK_VLM if quick else FULL_VLM), **overrides, "train.device": device(), "train.seed": seed})
 
 
 def clip_config(quick: bool, seed: int = 0) -> RunConfig:
     """The CLIP whose vision encoder gives the clip_tokens (library defaults on the same world)."""
-    return RunConfig().with_overrides({**(QUICK_CLIP if quick else {"train.device": "cpu"}), "train.seed": seed})
+    return RunConfig().with_overrides({**(QUICK_CLIP if quick else {}), "train.device": device(), "train.seed": seed})
 
 
 @contextmanager

@@ -29,15 +29,24 @@ QUICK_WORLD = {  # fewer labels and layouts (explicit overrides of a script win 
 }
 QUICK = {  # small and short: a smoke test of the pipeline, not a reproduction
     "model.vision.d_model": 32, "model.vision.d_head": 8, "model.text.d_model": 32, "model.text.d_head": 8,
-    "train.steps": 120, "train.eval_every": 120, "train.lr": 3e-3, "train.device": "cpu",
+    "train.steps": 120, "train.eval_every": 120, "train.lr": 3e-3,
 }
 
 
+_DEVICE = ["cpu"]  # set by `reproduce_main`'s --device (e.g. a full run on a GPU)
+
+
+def device() -> str:
+    """The device the entry trains on (``--device``, default cpu)."""
+    return _DEVICE[0]
+
+
 def config(overrides: dict, quick: bool, seed: int = 0) -> RunConfig:
-    """Library defaults, then ``overrides``, then the quick profile (if ``quick``), then the seed."""
+    """Library defaults, then ``overrides``, then the quick profile (if ``quick``), then the device
+    (``--device``) and the seed."""
     extra = {**QUICK, **{k: v for k, v in overrides.items() if k.startswith("train.steps")}} if quick else {}
     world = QUICK_WORLD if quick else {}
-    return RunConfig().with_overrides({"train.device": "cpu", **world, **overrides, **extra, "train.seed": seed})
+    return RunConfig().with_overrides({**world, **overrides, **extra, "train.device": _DEVICE[0], "train.seed": seed})
 
 
 def mean_std(values: list[float]) -> str:
@@ -58,9 +67,11 @@ def pct(values: list[float]) -> str:
 
 
 def reproduce_main(name: str, run: Callable[[bool, list[int]], tuple[list[dict], str]], argv: list[str] | None = None,
-                   default_seeds: int = 1) -> int:
+                   default_seeds: int = 1, merge: Callable[[list[dict]], str] | None = None) -> int:
     """Parse ``--quick`` / ``--seeds`` / ``--out`` / ``--force``, run, write results.json and
-    results.md (never over an earlier result without ``--force``)."""
+    results.md (never over an earlier result without ``--force``). With ``merge`` (the entry's
+    rows -> markdown), ``--merge DIR ...`` joins the rows of earlier runs instead of training:
+    the seeds of a long entry run in parallel (``--first-seed``), then merged."""
     parser = argparse.ArgumentParser(prog=f"lenscli reproduce {name}", description=sys.modules[run.__module__].__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny models, few steps (CI smoke test, <~30 s)")
@@ -69,8 +80,18 @@ def reproduce_main(name: str, run: Callable[[bool, list[int]], tuple[list[dict],
                         help="start the seeds at F (F..F+S-1), e.g. to run the seeds of a long entry in parallel")
     parser.add_argument("--out", type=Path, default=None, help="output directory")
     parser.add_argument("--force", action="store_true", help="replace results already in the output directory")
+    parser.add_argument("--device", default="cpu", help="train on this device (cpu, cuda[:N]; default cpu)")
+    if merge is not None:
+        parser.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
+                            help="write the rows of these earlier results (e.g. one seed each) as one result; trains nothing")
     args = parser.parse_args(argv)
+    if getattr(args, "merge", None):
+        return _merge(name, merge, args.merge, args.out or ROOT / "experiments" / "results" / name, args.force)
     set_threads(1)
+    from circuits.runtime import check_device
+
+    check_device(args.device)
+    _DEVICE[0] = args.device
     out = args.out or (ROOT / "runs" / name / "quick" if args.quick else ROOT / "experiments" / "results" / name)
     if (out / "results.json").exists() and not args.force:
         raise CircuitsError(f"{out} already holds results; pass --force to replace them or choose another --out")
@@ -81,16 +102,46 @@ def reproduce_main(name: str, run: Callable[[bool, list[int]], tuple[list[dict],
     rows, markdown, *figures = run(args.quick, list(range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds))))
     seconds = time.perf_counter() - start
     meta = {"name": name, "profile": "quick" if args.quick else "full", "seconds": round(seconds, 1),
-            "machine": platform.machine(), "python": platform.python_version()}
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str) + "\n")
-    tmp.replace(out / "results.json")
-    note = f"\n_{meta['profile']} profile, {len(set(r.get('seed', 0) for r in rows))} seed(s), {seconds:.0f} s._\n"
-    (out / "results.md").write_text(markdown + note)
+            "machine": platform.machine(), "python": platform.python_version(), "device": args.device}
+    note = _write(out, meta, rows, markdown)
     if figures and figures[0]:  # an optional third element: the entry's figures, on one page
         from circuits.report import write_figures
 
         write_figures(figures[0], out / "figure.html", title=f"{name} ({meta['profile']} profile)", force=True)
+    print(markdown + note)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _write(out: Path, meta: dict, rows: list[dict], markdown: str) -> str:
+    """results.json (atomically, last) and results.md; returns the markdown's closing note."""
+    note = f"\n_{meta['profile']} profile, {len(set(r.get('seed', 0) for r in rows))} seed(s), {meta['seconds']:.0f} s._\n"
+    (out / "results.md").write_text(markdown + note)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str) + "\n")
+    tmp.replace(out / "results.json")
+    return note
+
+
+def _merge(name: str, merge: Callable[[list[dict]], str], dirs: list[Path], out: Path, force: bool) -> int:
+    """``--merge``: one result from the rows of several (seeds run apart); seconds are summed."""
+    parts = []
+    for d in dirs:
+        if not (d / "results.json").is_file():
+            raise CircuitsError(f"{d} holds no results.json to merge")
+        parts.append(json.loads((d / "results.json").read_text()))
+        if parts[-1]["meta"].get("name") != name or parts[-1]["meta"].get("profile") != "full":
+            raise CircuitsError(f"{d} holds a {parts[-1]['meta'].get('profile')} result of "
+                                f"{parts[-1]['meta'].get('name')!r}, not a full {name!r} result")
+    if (out / "results.json").exists() and not force:
+        raise CircuitsError(f"{out} already holds results; pass --force to replace them or choose another --out")
+    rows = [r for p in parts for r in p["rows"]]
+    meta = {**parts[0]["meta"], "seconds": round(sum(p["meta"]["seconds"] for p in parts), 1),
+            "device": ", ".join(sorted({p["meta"].get("device", "cpu") for p in parts})),
+            "note": f"{len(parts)} runs merged (seconds summed: they may have run in parallel)"}
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = merge(rows)
+    note = _write(out, meta, rows, markdown)
     print(markdown + note)
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -97,7 +97,7 @@ def table(
             raise SweepError(f"{out} has no finished run yet (lenscli sweep status {out})")
         grouped = summarize(frame, metrics=splits)
         grouped.columns = [f"{m}_{stat}" for m, stat in grouped.columns]
-        data = grouped.reset_index()
+        data = grouped.reset_index(drop=not frame.attrs["swept"])
     if as_json:
         typer.echo(data.to_json(orient="records"))
     elif as_csv:
@@ -155,6 +155,8 @@ def reproduce(
     force: Annotated[bool, typer.Option("--force", help="As for `sweep run`.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="Train seeds 0..N-1 instead of the entry's own.", show_default=False)] = None,
+    first_seed: Annotated[int, typer.Option("--first-seed", help="Script entries: seeds F..F+N-1 (run seeds in parallel, then merge).")] = 0,
+    device: Annotated[Optional[str], typer.Option("--device", help="Script entries: train on this device (cpu, cuda[:N]).", show_default=False)] = None,
 ) -> None:
     """Reproduce a figure or table of the paper: its sweep, its analysis, results.json / .md and figure.html."""
     from circuits.sweep import SweepError
@@ -168,7 +170,7 @@ def reproduce(
     if name is None:
         raise SweepError("give an experiment name, or --list to see the catalogue")
     result = reproduce_(name, quick=quick, out=out, jobs=jobs, ensemble=_ensemble(ensemble), force=force, progress=not quiet,
-                        seeds=seeds)
+                        seeds=seeds, first_seed=first_seed, device=device)
     where = out or Path("runs/reproduce") / (name + ("-quick" if quick else ""))
     if "summary" in result:  # a sweep entry
         typer.echo(f"{result['summary']}\n{name} ({Path(result['spec']).name}): results.json, results.md, figure.html in {where}")

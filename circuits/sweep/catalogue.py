@@ -69,7 +69,8 @@ class ScriptEntry:
     time: str = ""  # measured / estimated wall time of the quick and full profiles, as the script states it
     aliases: tuple[str, ...] = ()  # other names the issue or the paper gives it (``fig24`` for ``fig25``)
 
-    def run(self, *, quick: bool, out: Path, force: bool, seeds: int | None = None) -> int:
+    def run(self, *, quick: bool, out: Path, force: bool, seeds: int | None = None, first_seed: int = 0,
+            device: str | None = None) -> int:
         """Import the script (its folder on ``sys.path`` for its shared helpers) and run its ``main``."""
         import importlib.util
         import sys
@@ -82,7 +83,9 @@ class ScriptEntry:
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         return module.main([*(["--quick"] if quick else []), "--out", str(out), *(["--force"] if force else []),
-                            *(["--seeds", str(seeds)] if seeds is not None else [])])
+                            *(["--seeds", str(seeds)] if seeds is not None else []),
+                            *(["--first-seed", str(first_seed)] if first_seed else []),
+                            *(["--device", device] if device is not None else [])])
 
 
 def script_metadata(path: Path) -> dict[str, str] | None:
@@ -131,11 +134,14 @@ def estimate_seconds(spec: SweepSpec, jobs: int | None = None) -> float:
 
 def reproduce(name: str, *, quick: bool = False, out: str | os.PathLike[str] | None = None, jobs: int | None = None,
               ensemble: Any = 1, backend: str = "local", address: str | None = None, force: bool = False,
-              progress: bool = True, seeds: int | None = None, directory: Path = EXPERIMENTS) -> dict[str, Any]:
+              progress: bool = True, seeds: int | None = None, first_seed: int = 0, device: str | None = None,
+              directory: Path = EXPERIMENTS) -> dict[str, Any]:
     """Run catalogue entry ``name`` into ``out`` (default ``runs/reproduce/NAME[-quick]``); returns results.json's content.
 
     ``seeds``: train seeds 0..seeds-1 instead of the entry's own (fewer for a first look; re-running
-    the same ``out`` with more adds only the new runs)."""
+    the same ``out`` with more adds only the new runs). Script entries also take ``first_seed``
+    (seeds F..F+seeds-1, to run the seeds of a long entry in parallel and ``--merge`` them) and
+    ``device`` (train there); a sweep entry's device is its spec's ``train.device``."""
     import dataclasses
     from circuits.sweep.analyze import analyze_sweep
     from circuits.sweep.layout import load_results, write_atomic
@@ -146,9 +152,12 @@ def reproduce(name: str, *, quick: bool = False, out: str | os.PathLike[str] | N
     if isinstance(entry, ScriptEntry):
         if jobs is not None or ensemble != 1 or backend != "local" or address is not None:
             raise SweepError(f"{name} is a script, not a sweep: --jobs, --ensemble, --backend and --address do not apply")
-        if entry.run(quick=quick, out=out, force=force, seeds=seeds) != 0:
+        if entry.run(quick=quick, out=out, force=force, seeds=seeds, first_seed=first_seed, device=device) != 0:
             raise SweepError(f"{name} failed")
         return json.loads((out / "results.json").read_text())
+    if first_seed or device is not None:
+        raise SweepError(f"{name} is a sweep: --first-seed and --device apply to script entries only"
+                         " (a sweep resumes by itself; set train.device in its spec)")
     spec = entry.profile(quick)
     if seeds is not None:
         if seeds < 1:

@@ -198,8 +198,8 @@ def summarize(frame, metrics: list[str] | None = None, by: list[str] | None = No
     skip = {"run_id", "status", "error", SEED, "step", *by}
     if metrics is None:
         metrics = [c for c in done.columns if c not in skip and _numeric(done[c])]
-    if not by:
-        return done[metrics].agg(["mean", "std", "count"]).T
+    if not by:  # one group: one row, the same (metric, stat) columns as when grouped
+        return done[metrics].agg(["mean", "std", "count"]).unstack().to_frame().T
     return done.groupby(by, dropna=False)[metrics].agg(["mean", "std", "count"])
 
 

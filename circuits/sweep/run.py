@@ -23,7 +23,7 @@ from circuits.sweep.executors import Executor, InlineExecutor, LocalExecutor, Ou
 from circuits.sweep.layout import SweepDir
 from circuits.sweep.spec import SweepError, SweepRun, SweepSpec
 
-ENSEMBLE_AUTO_GPU = 32  # members per stack on a GPU; on CPU processes win (docs/sweeps.md)
+ENSEMBLE_AUTO_GPU = 128  # members per stack on a GPU (measured on an H200); on CPU processes win (docs/sweeps.md)
 
 
 @dataclass

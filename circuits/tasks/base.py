@@ -78,7 +78,7 @@ def build_task(cfg: Any) -> Task:
 
         return Toy2DSTask(cfg.toy2ds, cfg.model.decoder.pool_tokens)
     world = World(cfg.world)
-    return CaptionTask(world, cfg.model.decoder.pool_tokens) if cfg.model.kind == "prefix_lm" else world
+    return CaptionTask(world, cfg.model.decoder.pool_tokens, cfg.model.decoder.caption_order) if cfg.model.kind == "prefix_lm" else world
 
 
 def check_split(task: Task, split: str) -> str:

@@ -7,6 +7,12 @@ two objects, "A is in-the-image [EOT]" for one (the world's own 4-token caption;
 is exact match of greedy generation with a true caption of the image ([L] App. O "free
 generation of the complete relational text"), plus ``label_set`` on unseen pairs: the two
 generated labels are the image's two objects and the relation token is a relation.
+
+``caption_order="relation_first"`` (``model.decoder.caption_order``, our CHOICE for a controlled
+experiment) trains and generates the same captions with their first two words swapped,
+"is-left-of A B [EOT]" / "is A in-the-image [EOT]", so that the caption's form is the first
+decision and does not follow a label. Generated captions are returned in the world's order
+("A rel B"), so every metric reads them alike.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from circuits.errors import CircuitsError
 from circuits.tasks.base import Probe
 
 CHUNK = 4096  # images per generation pass
+CAPTION_ORDERS = {"subject_first": [0, 1, 2, 3], "relation_first": [1, 0, 2, 3]}  # sequence slot -> world caption word
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,17 @@ class CaptionTask:
     split_names: tuple[str, ...] = SPLIT_NAMES
     eval_splits: tuple[str, ...] = EVAL_SPLITS
 
-    def __init__(self, world: World, pool_tokens: int | None = None):
+    def __init__(self, world: World, pool_tokens: int | None = None, caption_order: str = "subject_first"):
+        if caption_order not in CAPTION_ORDERS:
+            raise CircuitsError(f"caption_order must be one of {', '.join(CAPTION_ORDERS)} (got {caption_order!r})")
         self.world, self.cfg, self.pool_tokens = world, world.cfg, pool_tokens
         self.bos = world.d_vocab_text  # one token after the world's text vocabulary
+        self.order = CAPTION_ORDERS[caption_order]  # a permutation that is its own inverse
+
+    def sequence(self, captions: Int[Tensor, "n 4"]) -> Int[Tensor, "n 4"]:
+        """World-order captions ("A rel B [EOT]") in the order the model reads and writes them
+        (and back: the orders are their own inverses)."""
+        return captions[:, self.order]
 
     def __getitem__(self, name: str) -> Split:
         return self.world[name]
@@ -88,7 +103,7 @@ class CaptionTask:
         """One teacher-forced sequence per (image, true caption) of ``split``."""
         split = self[split] if isinstance(split, str) else split
         image, slot = (split.true_captions >= 0).nonzero(as_tuple=True)
-        captions = self.world.captions[split.true_captions[image, slot]]
+        captions = self.sequence(self.world.captions[split.true_captions[image, slot]])
         bos = torch.full((len(image), 1), self.bos, dtype=torch.long)
         return CaptionBatch(self.pixels(split)[image], torch.cat([bos, captions[:, :-1]], dim=1), captions)
 
@@ -99,10 +114,12 @@ class CaptionTask:
     # ------------------------------------------------------------- metrics
     @torch.no_grad()
     def generate(self, model, split: Split | str) -> Int[Tensor, "n 4"]:
-        """Greedy captions of every image of ``split`` (chunked)."""
+        """Greedy captions of every image of ``split`` (chunked), in the world's word order."""
         split = self[split] if isinstance(split, str) else split
         pixels = self.pixels(split).to(model.device)
-        return torch.cat([model.generate(chunk, self.bos) for chunk in pixels.split(CHUNK)]) if len(pixels) else pixels[:, :0]
+        if not len(pixels):
+            return pixels[:, :0]
+        return self.sequence(torch.cat([model.generate(chunk, self.bos) for chunk in pixels.split(CHUNK)]))
 
     def exact_match(self, generated: Int[Tensor, "n 4"], split: Split) -> Bool[Tensor, " n"]:
         """Generated caption equals one of the image's true captions (up to and including [EOT])."""
@@ -144,7 +161,7 @@ class CaptionTask:
                 out.append(logp.gather(-1, cap.to(model.device)[..., None])[..., 0].sum(-1))
             return torch.cat(out)
 
-        return loglik(true) > loglik(swapped)
+        return loglik(self.sequence(true)) > loglik(self.sequence(swapped))
 
     def evaluate(self, model, splits: tuple[str, ...] | None = None, pooled_only: bool = True) -> dict[str, float]:
         """Exact-match accuracy per split, and on unseen pairs ``label_set`` and ``order_choice``

@@ -121,6 +121,17 @@ def test_status_and_table_read_the_sweep_without_changing_it(uninterrupted):
     assert tree_digest(uninterrupted) == before
 
 
+def test_a_sweep_of_seeds_alone_tables_as_one_row(tmp_path):
+    spec = bad(tmp_path, "seeds.toml", SPEC.format(steps=5).split("[grid]")[0])
+    out = tmp_path / "out"
+    assert invoke("sweep", "run", str(spec), "--out", str(out), "--jobs", "1", "--quiet").exit_code == 0
+    grouped = invoke("sweep", "table", str(out), "--json")
+    assert grouped.exit_code == 0, grouped.output
+    (row,) = __import__("json").loads(grouped.stdout)
+    assert row["unseen_pair_count"] == 2
+    assert row["unseen_pair_mean"] == pytest.approx(pd.read_csv(out / "results.csv")["unseen_pair"].mean())
+
+
 def bad(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text)

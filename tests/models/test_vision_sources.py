@@ -187,6 +187,8 @@ BASE = {"model.kind": "prefix_lm"}
     ({"model.decoder.vision_norm": "match_mean", "model.decoder.norm_max": 1.2}, "only read by vision_norm='match_code'"),
     ({"model.kind": "clip", "model.decoder.vision_norm": "match_code"}, "a CLIP .model.kind='clip'. has none to measure"),
     ({"model.kind": "clip", "model.decoder.vision_scale": 10}, "only applies to model.kind='prefix_lm'"),
+    ({"task": "toy2ds", "model.decoder.caption_order": "relation_first"}, "applies to the captioning task"),
+    ({"model.decoder.caption_order": "object_first"}, "caption_order must be one of 'subject_first', 'relation_first'"),
 ])
 def test_vision_source_settings_that_cannot_take_effect_are_config_errors(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as e:

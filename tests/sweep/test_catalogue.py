@@ -49,6 +49,33 @@ def test_sweep_options_do_not_apply_to_a_script_entry(tmp_path):
         reproduce(SCRIPTS[0], quick=True, out=tmp_path, jobs=2, progress=False)
 
 
+def test_seed_and_device_options_of_script_entries_are_refused_for_a_sweep(tmp_path):
+    with pytest.raises(SweepError, match="apply to script entries only"):
+        reproduce(NAMES[0], quick=True, out=tmp_path, device="cpu", progress=False)
+
+
+def test_seeds_run_apart_merge_into_one_result(tmp_path):
+    import importlib.util
+    import sys
+
+    one = reproduce("table4", quick=True, out=tmp_path / "s1", first_seed=1, device="cpu", progress=False)
+    assert {r["seed"] for r in one["rows"]} == {1} and one["meta"]["device"] == "cpu"
+    for seed in (1, 2):  # two full-profile results, one seed each (the rows of seed 1 relabelled as seed 2)
+        (tmp_path / f"full{seed}").mkdir()
+        rows = [dict(r, seed=seed, unseen_pair=seed / 4) for r in one["rows"]]
+        meta = dict(one["meta"], profile="full", seconds=10.0 * seed)
+        (tmp_path / f"full{seed}" / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}))
+    path = get("table4").path
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location("experiments_table4_merge", path)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--merge", str(tmp_path / "full1"), str(tmp_path / "full2"), "--out", str(tmp_path / "merged")]) == 0
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert len(merged["rows"]) == 2 * len(one["rows"]) and merged["meta"]["seconds"] == 30.0
+    assert "| ours N.1: 2-object model | 38 ± 18% |" in (tmp_path / "merged" / "results.md").read_text()
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_the_full_profile_expands_to_valid_runs(name):
     entry = next(e for e in entries() if e.name == name)

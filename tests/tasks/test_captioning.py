@@ -60,25 +60,55 @@ def test_probe_positions_are_pooled_bins_when_pooled() -> None:
 
 class _ReadsPixels:
     """A stand-in decoder whose next-token logits spell "first left_of second [EOT]", with first /
-    second the image's left and right objects (``left_first``) or the other way round."""
+    second the image's left and right objects (``left_first``) or the other way round; with
+    ``relation_first`` it spells "left_of first second [EOT]"."""
 
     device = torch.device("cpu")
 
-    def __init__(self, left_first: bool):
-        self.left_first = left_first
+    def __init__(self, left_first: bool, relation_first: bool = False):
+        self.left_first, self.relation_first = left_first, relation_first
 
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+    def caption(self, pixels: torch.Tensor) -> torch.Tensor:
         v, n_px = WORLD.vocab, WORLD.cfg.n_pixels
-        pixels = tokens[:, :n_px]
         cols = torch.arange(n_px).expand_as(pixels)
         left = pixels.gather(1, torch.where(pixels > 0, cols, n_px).argmin(1, keepdim=True))[:, 0]
         right = pixels.gather(1, torch.where(pixels > 0, cols, -1).argmax(1, keepdim=True))[:, 0]
         a, b = (left, right) if self.left_first else (right, left)
-        caption = torch.stack([a, torch.full_like(a, v.left_of), b, torch.full_like(a, v.eot)], 1)
+        words = [torch.full_like(a, v.left_of), a, b] if self.relation_first else [a, torch.full_like(a, v.left_of), b]
+        return torch.stack([*words, torch.full_like(a, v.eot)], 1)
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        caption = self.caption(tokens[:, : WORLD.cfg.n_pixels])
         return 10.0 * torch.nn.functional.one_hot(caption, WORLD.d_vocab_text + 1).float()
+
+    def generate(self, pixels: torch.Tensor, bos: int) -> torch.Tensor:
+        return self.caption(pixels)
 
 
 def test_order_choice_prefers_the_order_the_model_finds_likelier() -> None:
     task = CaptionTask(WORLD)
     assert task.order_choice(_ReadsPixels(left_first=True), "unseen_pair").all()
     assert not task.order_choice(_ReadsPixels(left_first=False), "unseen_pair").any()
+
+
+def test_relation_first_sequences_put_the_relation_word_first() -> None:
+    task, v = CaptionTask(WORLD, caption_order="relation_first"), WORLD.vocab
+    pair, single = task.batch("train_pair"), task.batch("train_single")
+    x, y = WORLD["train_pair"].objects[0].tolist()
+    z = int(WORLD["train_single"].objects[0, 0])
+    assert pair.text[0].tolist() == [task.bos, v.left_of, x, y] and pair.targets[0].tolist() == [v.left_of, x, y, v.eot]
+    assert single.targets[0].tolist() == [v.is_, z, *WORLD.captions[WORLD["train_single"].true_captions[0, 0], 2:].tolist()]
+
+
+def test_relation_first_generations_are_graded_in_the_worlds_word_order() -> None:
+    split = WORLD["unseen_pair"]
+    model = _ReadsPixels(left_first=True, relation_first=True)
+    assert CaptionTask(WORLD, caption_order="relation_first").exact_match(
+        CaptionTask(WORLD, caption_order="relation_first").generate(model, split), split).all()
+    assert not CaptionTask(WORLD).exact_match(CaptionTask(WORLD).generate(model, split), split).any()
+
+
+def test_relation_first_order_choice_prefers_the_order_the_model_finds_likelier() -> None:
+    task = CaptionTask(WORLD, caption_order="relation_first")
+    assert task.order_choice(_ReadsPixels(left_first=True, relation_first=True), "unseen_pair").all()
+    assert not task.order_choice(_ReadsPixels(left_first=False, relation_first=True), "unseen_pair").any()
