@@ -58,21 +58,25 @@ def check(device: str, steps: int = 50, k: int = 4) -> tuple[float, float]:
     return worst_w, worst_m
 
 
-def check_dtype(device: torch.device, dtype: torch.dtype, steps: int = 50, k: int = 4) -> float:
-    """Largest |weight difference| after ``steps`` between K stacked models and the same K models
-    stepped one by one, all in ``dtype``: float64 separates rounding (amplified by Adam) from error."""
+def stack(k: int, device: torch.device, dtype: torch.dtype = torch.float32):
+    """K default models (seeds 0..K-1) on one world, their stacked state, its AdamW and the batch."""
     cfgs = [RunConfig().with_overrides([f"train.seed={s}", f"train.device={device}"]) for s in range(k)]
     world = build_task(cfgs[0])
     models = [HookedCLIP.for_task(c, world).to(device, dtype) for c in cfgs]
     data = clip_batch(world, device)
-    batch = (data.images, data.captions, data.truth)
     params, buffers = stack_models(models)
-    optimizer = make_optimizer(params, cfgs[0].train)
+    return models, params, buffers, make_optimizer(params, cfgs[0].train), (data.images, data.captions, data.truth)
+
+
+def check_dtype(device: torch.device, dtype: torch.dtype, steps: int = 50, k: int = 4) -> float:
+    """Largest |weight difference| after ``steps`` between K stacked models and the same K models
+    stepped one by one, all in ``dtype``: float64 separates rounding (amplified by Adam) from error."""
+    models, params, buffers, optimizer, batch = stack(k, device, dtype)
     for _ in range(steps):
         vmapped_grad_step(models[0], _dense_loss, params, buffers, batch, optimizer)
     worst = 0.0
     for i, model in enumerate(models):
-        opt = make_optimizer(model, cfgs[0].train)
+        opt = make_optimizer(model, RunConfig().train)
         for _ in range(steps):
             optimizer_step(model, _dense_loss, batch, opt)
         for name, p in model.named_parameters():
@@ -82,13 +86,7 @@ def check_dtype(device: torch.device, dtype: torch.dtype, steps: int = 50, k: in
 
 def rate(k: int, steps: int, warmup: int, device: torch.device) -> tuple[float, float]:
     """(model-steps/s, ms per stacked step) of K stacked default models."""
-    cfgs = [RunConfig().with_overrides([f"train.seed={s}", f"train.device={device}"]) for s in range(k)]
-    world = build_task(cfgs[0])
-    models = [HookedCLIP.for_task(c, world).to(device) for c in cfgs]
-    data = clip_batch(world, device)
-    batch = (data.images, data.captions, data.truth)
-    params, buffers = stack_models(models)
-    optimizer = make_optimizer(params, cfgs[0].train)
+    models, params, buffers, optimizer, batch = stack(k, device)
     for _ in range(warmup):
         vmapped_grad_step(models[0], _dense_loss, params, buffers, batch, optimizer)
     _sync(device)

@@ -423,6 +423,11 @@ MAX_IMAGES = 5_000_000  # images in all splits; the world is built in Python, ~ 
 # per-(token, position) table), about 20x less per multiply-accumulate: calibrated on the toy 2DS
 # model of `experiments/toy_2ds.py` (batch 64, ~0.064 s per step for 8.7e8).
 SECONDS_PER_MAC = 3.6e-12
+# Only the first attention layer of an encoder runs from the table; later layers and every MLP run
+# at every position, about 6x dearer per multiply-accumulate: calibrated on 2-layer vision + 2-layer
+# text models (attention-only: 148 ms per step, of which 130 ms for 4.9e9 such MACs; with pre-LN
+# and MLPs: 600 ms for 2.5e10), one thread at load ~2.5, 2026-11-28.
+SECONDS_PER_MAC_FULL = 2.4e-11
 SECONDS_PER_MAC_DECODER = 7.4e-11
 TOY2DS_TEXT = 10  # [BOS] question(6) [SEP] answer(2): circuits.tasks.toy2ds.Toy2DSTask.n_text
 TOY2DS_BATCH = 256  # Toy2DSTask.default_batch_size (train.batch_size = null)
@@ -474,8 +479,10 @@ def estimate_resources(cfg: RunConfig) -> ResourceEstimate:
     train_bytes = 4 * 3 * train_floats + 4 * batch * n_text  # forward + backward + temporaries; logits
     chunk = min(EVAL_CHUNK, n_images)
     attention_bytes = 4 * chunk * v.n_heads * seq * seq * v.n_layers
-    step_macs = 3 * (batch * seq * v.n_layers * _macs(v) + n_text * 4 * x.n_layers * _macs(x))  # forward + backward
-    step_seconds = step_macs * SECONDS_PER_MAC
+    # forward + backward: layer 0's attention from the table, the rest at every position
+    table_macs = 3 * (batch * seq * _attn_macs(v) + n_text * 4 * _attn_macs(x))
+    full_macs = 3 * (batch * seq * (v.n_layers * _macs(v) - _attn_macs(v)) + n_text * 4 * (x.n_layers * _macs(x) - _attn_macs(x)))
+    step_seconds = table_macs * SECONDS_PER_MAC + full_macs * SECONDS_PER_MAC_FULL
     return ResourceEstimate(
         n_images=n_images, n_train_images=n_train, n_captions=n_captions, seq_len=seq,
         data_bytes=data_bytes, train_bytes=train_bytes, attention_bytes=attention_bytes,
@@ -488,9 +495,14 @@ def _per_token(enc: EncoderConfig) -> int:
     return 4 * enc.n_heads * enc.d_head + 2 * enc.d_model + (0 if enc.attn_only else enc.d_mlp)
 
 
+def _attn_macs(enc: EncoderConfig) -> int:
+    """Multiply-accumulates per token of one attention layer (Q, K, V, O)."""
+    return 4 * enc.d_model * enc.n_heads * enc.d_head
+
+
 def _macs(enc: EncoderConfig) -> int:
     """Multiply-accumulates per token per layer."""
-    return 4 * enc.d_model * enc.n_heads * enc.d_head + (0 if enc.attn_only else 2 * enc.d_model * enc.d_mlp)
+    return _attn_macs(enc) + (0 if enc.attn_only else 2 * enc.d_model * enc.d_mlp)
 
 
 def _decoder_estimate(cfg: RunConfig, n_images: int, n_train: int, n_captions: int, batch: int) -> ResourceEstimate:
