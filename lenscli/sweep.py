@@ -155,8 +155,8 @@ def reproduce(
     force: Annotated[bool, typer.Option("--force", help="As for `sweep run`.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="Train seeds 0..N-1 instead of the entry's own.", show_default=False)] = None,
-    first_seed: Annotated[int, typer.Option("--first-seed", help="Script entries: seeds F..F+N-1 (run seeds in parallel, then merge).")] = 0,
-    device: Annotated[Optional[str], typer.Option("--device", help="Script entries: train on this device (cpu, cuda[:N]).", show_default=False)] = None,
+    first_seed: Annotated[int, typer.Option("--first-seed", help="Seeds F..F+N-1 (e.g. to run the seeds of a script entry in parallel, then merge).")] = 0,
+    device: Annotated[Optional[str], typer.Option("--device", help="Train on this device (cpu, cuda[:N]); a sweep resumes on another device.", show_default=False)] = None,
 ) -> None:
     """Reproduce a figure or table of the paper: its sweep, its analysis, results.json / .md and figure.html."""
     from circuits.sweep import SweepError

@@ -139,9 +139,10 @@ def reproduce(name: str, *, quick: bool = False, out: str | os.PathLike[str] | N
     """Run catalogue entry ``name`` into ``out`` (default ``runs/reproduce/NAME[-quick]``); returns results.json's content.
 
     ``seeds``: train seeds 0..seeds-1 instead of the entry's own (fewer for a first look; re-running
-    the same ``out`` with more adds only the new runs). Script entries also take ``first_seed``
-    (seeds F..F+seeds-1, to run the seeds of a long entry in parallel and ``--merge`` them) and
-    ``device`` (train there); a sweep entry's device is its spec's ``train.device``."""
+    the same ``out`` with more adds only the new runs). ``first_seed``: seeds F..F+N-1 instead
+    (N = ``seeds`` or the entry's count; a script entry's seeds can then run apart and be
+    ``--merge``d). ``device``: train there (a sweep's run ids leave the device out, so a sweep
+    started on one device resumes on another)."""
     import dataclasses
     from circuits.sweep.analyze import analyze_sweep
     from circuits.sweep.layout import load_results, write_atomic
@@ -155,14 +156,16 @@ def reproduce(name: str, *, quick: bool = False, out: str | os.PathLike[str] | N
         if entry.run(quick=quick, out=out, force=force, seeds=seeds, first_seed=first_seed, device=device) != 0:
             raise SweepError(f"{name} failed")
         return json.loads((out / "results.json").read_text())
-    if first_seed or device is not None:
-        raise SweepError(f"{name} is a sweep: --first-seed and --device apply to script entries only"
-                         " (a sweep resumes by itself; set train.device in its spec)")
     spec = entry.profile(quick)
-    if seeds is not None:
-        if seeds < 1:
-            raise SweepError(f"--seeds must be >= 1 (got {seeds})")
-        spec = dataclasses.replace(spec, seeds=list(range(seeds)))
+    if seeds is not None and seeds < 1 or first_seed < 0:
+        raise SweepError(f"--seeds must be >= 1 and --first-seed >= 0 (got {seeds}, {first_seed})")
+    if seeds is not None or first_seed:
+        spec = dataclasses.replace(spec, seeds=list(range(first_seed, first_seed + (seeds or len(spec.seeds)))))
+    if device is not None:
+        from circuits.runtime import check_device
+
+        check_device(device)
+        spec = dataclasses.replace(spec, set={**spec.set, "train.device": device})
     summary = run_sweep(spec, out, jobs=jobs, ensemble=ensemble, backend=backend, address=address, force=force, progress=progress)
     analysis = spec.analyze
     if analysis and summary.total > len(summary.failed):

@@ -3,6 +3,7 @@ its quick profile runs end to end (sweep, analysis, results.json / .md, figure).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -49,9 +50,11 @@ def test_sweep_options_do_not_apply_to_a_script_entry(tmp_path):
         reproduce(SCRIPTS[0], quick=True, out=tmp_path, jobs=2, progress=False)
 
 
-def test_seed_and_device_options_of_script_entries_are_refused_for_a_sweep(tmp_path):
-    with pytest.raises(SweepError, match="apply to script entries only"):
-        reproduce(NAMES[0], quick=True, out=tmp_path, device="cpu", progress=False)
+def test_a_sweep_entry_takes_first_seed_and_device_without_changing_its_run_ids(tmp_path):
+    entry = get("fig4a")
+    result = reproduce("fig4a", quick=True, out=tmp_path / "f", jobs=1, progress=False, seeds=1, first_seed=3, device="cpu")
+    expected = {r.run_id for r in dataclasses.replace(entry.profile(True), seeds=[3]).expand()}
+    assert {r["run_id"] for r in result["runs"]} == expected and {r["seed"] for r in result["runs"]} == {3}
 
 
 def test_seeds_run_apart_merge_into_one_result(tmp_path):
