@@ -34,6 +34,10 @@ class WorldConfig:
     n_single_positions: int = 5  # n_1 training positions per label (single-object images)
     n_pair_positions: int = 10  # n_2 training position pairs per ordered label pair
     captions: Literal["left", "bidirectional"] = "left"
+    # "heldout_labels" (the paper's): labels N_pair+1..N never appear in a pair. "heldout_combinations"
+    # (ours, a control): they also appear in training pairs, each beside a training label, and only
+    # the pairs of two held-out labels stay unseen (the same unseen_pair split).
+    unseen_pairs: Literal["heldout_labels", "heldout_combinations"] = "heldout_labels"
     seed: int = 0
     # The three-object world of App. N (A10.1): images with up to `max_objects` objects.
     max_objects: int = 2  # 2 = the paper's default world; 3 adds train_triple and unseen_triple
@@ -461,6 +465,8 @@ def estimate_resources(cfg: RunConfig) -> ResourceEstimate:
     w, m, t = cfg.world, cfg.model, cfg.train
     n_held = w.n_labels - w.n_pair_labels
     ordered_train, ordered_held = w.n_pair_labels * (w.n_pair_labels - 1), n_held * (n_held - 1)
+    if w.unseen_pairs == "heldout_combinations":  # training pairs also mix a training and a held-out label
+        ordered_train += 2 * w.n_pair_labels * n_held
     n_pairs = n_position_pairs(w)
     n_train_pair = ordered_train * min(w.n_pair_positions, n_pairs)
     n_train = w.n_labels * w.n_single_positions + n_train_pair

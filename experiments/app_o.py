@@ -4,10 +4,12 @@ generalize", and "the EP and PP terms exhibit a clear attention gradient from te
 over the vision token keys" (Fig. 23). Trains both decoders per seed and reports the
 accuracies, label-set accuracy, the layer-0 text -> vision gradients of EP and PP (Spearman ρ of
 each term with the vision column, per text query and head), and the spec's suggested ablation:
-EP+PP+BP zeroed on the text -> vision block of layer 0. A controlled variant (ours) trains the
-same decoders on the same captions with their first two words swapped
+EP+PP+BP zeroed on the text -> vision block of layer 0. Two controls (ours) train the same
+decoders (1) on the same captions with their first two words swapped
 (``model.decoder.caption_order = "relation_first"``: "is-left-of A B", "is A in-the-image"), so
-that the caption's form is decided before any label is written.
+that the caption's form is decided before any label is written, and (2) on a world whose
+held-out labels also appear in training pairs beside a training label
+(``world.unseen_pairs = "heldout_combinations"``), so that only their combinations are unseen.
 
     python experiments/app_o.py --quick          # ~2 s
     python experiments/app_o.py --seeds 3        # full: 6 models, 23 min wall on the loaded shared machine (5 min CPU)
@@ -28,23 +30,27 @@ SPLITS = ("single_object", "seen_pair", "unseen_pair")
 ABLATIONS = {False: ("EP", "PP", "EP+PP+BP"), True: ("EP+PP+BP",)}  # full / quick profile
 
 
-ORDERS = ("subject_first", "relation_first")
+VARIANTS = {  # key: (name suffix, overrides); the last two are our controls
+    "paper": ("", {}),
+    "relation_first": (", relation-first captions", {"model.decoder.caption_order": "relation_first"}),
+    "combinations": (", held-out labels also in training pairs", {"world.unseen_pairs": "heldout_combinations"}),
+}
 
 
 def run(quick: bool, seeds: list[int]):
     rows = []
     for seed in seeds:
-        for order in ORDERS:
+        for variant in VARIANTS:
             for layers in (2, 1):
-                rows.append(_row(quick, seed, layers, order))
+                rows.append(_row(quick, seed, layers, variant))
     return rows, markdown(rows)
 
 
-def _row(quick: bool, seed: int, layers: int, order: str) -> dict:
+def _row(quick: bool, seed: int, layers: int, variant: str) -> dict:
     """One decoder trained and measured."""
-    cfg = vlm_config({"model.decoder.n_layers": layers, "model.decoder.caption_order": order}, quick, seed)
+    cfg = vlm_config({"model.decoder.n_layers": layers, **VARIANTS[variant][1]}, quick, seed)
     r = circuits.train_model(cfg, progress=False)
-    row = {"seed": seed, "n_layers": layers, "order": order, **evaluate(r.model, r.task),
+    row = {"seed": seed, "n_layers": layers, "variant": variant, **evaluate(r.model, r.task),
            "train_seconds": round(r.seconds, 1)}
     generated = r.task.generate(r.model.eval(), "unseen_pair")  # the caption form a held-out pair gets
     row["single_form"] = float((generated[:, 1] == r.task.world.vocab.is_).float().mean())
@@ -64,13 +70,13 @@ def _strongest(rows: list[dict], query: str, term: str) -> list[float]:
 
 
 def _name(group: tuple[str, int]) -> str:
-    order, n = group
-    return f"{n}-layer" + (", relation-first captions" if order == "relation_first" else "")
+    variant, n = group
+    return f"{n}-layer" + VARIANTS[variant][0]
 
 
 def markdown(rows: list[dict]) -> str:
-    groups = {(o, n): [r for r in rows if r.get("order", "subject_first") == o and r["n_layers"] == n]
-              for o in ORDERS for n in (2, 1)}
+    groups = {(v, n): [r for r in rows if r.get("variant", "paper") == v and r["n_layers"] == n]
+              for v in VARIANTS for n in (2, 1)}
     groups = {g: rs for g, rs in groups.items() if rs}
     cols = (*SPLITS, "label_set", "order_choice", "single_form", "first_label", "second_label")
     md = ["| | single-object | seen-pair | unseen-pair | label-set (unseen) | order choice (unseen) | \"X is in-the-image\" form (unseen) | A right (unseen) | B right (unseen) |",
@@ -95,7 +101,7 @@ def markdown(rows: list[dict]) -> str:
         for cond in rs[0]["ablation"]:
             md.append(f"| {_name(g)} | {cond} | " + " | ".join(pct([r["ablation"][cond].get(k, float("nan")) for r in rs])
                                                            for k in (*SPLITS, "order_choice")) + " |")
-    two, one = groups[("subject_first", 2)], groups[("subject_first", 1)]
+    two, one = groups[("paper", 2)], groups[("paper", 1)]
 
     def mean(rs: list[dict], key: str, cond: str | None = None) -> float:
         return statistics.mean((r["ablation"][cond] if cond else r)[key] for r in rs)
@@ -116,12 +122,14 @@ def markdown(rows: list[dict]) -> str:
         md[-1] += (f" Zeroing EP+PP+BP on the text -> vision block of layer 0 leaves seen-pair at"
                    f" {mean(two, 'seen_pair', 'EP+PP+BP'):.0%} in the 2-layer decoder and"
                    f" {mean(one, 'seen_pair', 'EP+PP+BP'):.0%} in the 1-layer one.")
-    if ("relation_first", 2) in groups:
-        two_r, one_r = groups[("relation_first", 2)], groups[("relation_first", 1)]
-        md[-1] += (f" With relation-first captions (the form written before any label), unseen-pair accuracy is"
-                   f" {mean(two_r, 'unseen_pair'):.0%} (2-layer) and {mean(one_r, 'unseen_pair'):.0%} (1-layer), label-set"
-                   f" {mean(two_r, 'label_set'):.0%} and {mean(one_r, 'label_set'):.0%}, and the single-object form"
-                   f" {mean(two_r, 'single_form'):.0%} and {mean(one_r, 'single_form'):.0%}.")
+    for variant, what in (("relation_first", "relation-first captions (the form written before any label)"),
+                          ("combinations", "held-out labels also in training pairs (beside a training label)")):
+        if (variant, 2) in groups:
+            two_v, one_v = groups[(variant, 2)], groups[(variant, 1)]
+            md[-1] += (f" With {what}, unseen-pair accuracy is {mean(two_v, 'unseen_pair'):.0%} (2-layer) and"
+                       f" {mean(one_v, 'unseen_pair'):.0%} (1-layer), label-set {mean(two_v, 'label_set'):.0%} and"
+                       f" {mean(one_v, 'label_set'):.0%}, and the single-object form {mean(two_v, 'single_form'):.0%}"
+                       f" and {mean(one_v, 'single_form'):.0%}.")
     return "\n".join(md)
 
 

@@ -19,7 +19,10 @@ and, in the three-object world of App. N (``max_objects=3``, A10.1),
                     is the one text drawn for it ("we randomly select one as the text pair")
   ``unseen_triple`` ordered triplets of held-out labels at every position triple (or a sample)
 
-Labels 1..N_pair are the training labels and N_pair+1..N are held out, as in the paper.
+Labels 1..N_pair are the training labels and N_pair+1..N are held out, as in the paper. With
+``unseen_pairs="heldout_combinations"`` (a control, ours) the held-out labels also appear in
+``train_pair`` / ``seen_pair``, each beside a training label (both orders), and only the pairs
+of two held-out labels stay unseen.
 A two-object image with X left of Y (smaller column) is described by "X is on the left of Y";
 with ``captions="bidirectional"`` also by "Y is on the right of X" (Sec. 7).
 """
@@ -194,7 +197,8 @@ class World:
     def _build_captions(self) -> None:
         v, cfg = self.vocab, self.cfg
         rows: list[list[int]] = [[k, v.is_, v.in_the_image, v.eot] for k in range(1, cfg.n_labels + 1)]
-        pairs = list(itertools.permutations(self.train_labels, 2)) + list(itertools.permutations(self.heldout_labels, 2))
+        pairs = (list(itertools.permutations(self.train_labels, 2)) + list(itertools.permutations(self.heldout_labels, 2))
+                 + self.mixed_pairs)
         self._left_id = {}
         for x, y in pairs:
             self._left_id[(x, y)] = len(rows)
@@ -205,6 +209,14 @@ class World:
                 self._right_id[(x, y)] = len(rows)
                 rows.append([y, v.right_of, x, v.eot])
         self.captions: Int[Tensor, "n_captions 4"] = torch.tensor(rows, dtype=torch.long)
+
+    @cached_property
+    def mixed_pairs(self) -> list[tuple[int, int]]:
+        """Ordered (training, held-out) label pairs in both orders that training shows
+        (``unseen_pairs="heldout_combinations"``); none in the paper's world."""
+        if self.cfg.unseen_pairs != "heldout_combinations":
+            return []
+        return [pair for x in self.train_labels for y in self.heldout_labels for pair in ((x, y), (y, x))]
 
     @cached_property
     def caption_objects(self) -> Int[Tensor, "n_captions 2"]:
@@ -284,6 +296,10 @@ class World:
             seen_p += [(x, y, *pos_pairs[i]) for i in sorted(order[cfg.n_pair_positions :])]
         for x, y in itertools.permutations(self.heldout_labels, 2):
             unseen_p += [(x, y, a, b) for a, b in pos_pairs]
+        for x, y in self.mixed_pairs:  # after the paper's pairs: the default world's draws stay as they are
+            order = torch.randperm(len(pos_pairs), generator=gen).tolist()
+            train_p += [(x, y, *pos_pairs[i]) for i in sorted(order[: cfg.n_pair_positions])]
+            seen_p += [(x, y, *pos_pairs[i]) for i in sorted(order[cfg.n_pair_positions :])]
 
         splits = {
             "train_single": self._single_split("train_single", train_s),

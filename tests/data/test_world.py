@@ -3,6 +3,7 @@ caption truth, image format, determinism, the 2D grid and image parsing."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import defaultdict
 
@@ -396,3 +397,18 @@ def test_train_is_single_then_pair_images(rand_world):
     assert torch.equal(train.images[n_single:], rand_world["train_pair"].images)
     # single-object rows are padded with -1 where pair rows have a second object
     assert (train.objects[:n_single, 1] == -1).all() and (train.n_objects[:n_single] == 1).all()
+
+
+def test_heldout_combinations_pair_every_held_out_label_with_training_labels_and_keep_unseen_pairs():
+    cfg = WorldConfig(width=6, n_labels=7, n_pair_labels=4, n_single_positions=3, n_pair_positions=3)
+    paper, control = World(cfg), World(dataclasses.replace(cfg, unseen_pairs="heldout_combinations"))
+    held = set(control.heldout_labels)
+    pairs = {tuple(p) for p in control["train_pair"].objects.tolist()}
+    assert {(x, y) for x in control.train_labels for y in held} <= pairs  # held-out on the right ...
+    assert {(y, x) for x in control.train_labels for y in held} <= pairs  # ... and on the left
+    assert not any(x in held and y in held for x, y in pairs)
+    assert torch.equal(control["unseen_pair"].images, paper["unseen_pair"].images)
+    for name in ("train_pair", "seen_pair"):
+        split = control[name]
+        for image, true in zip(split.images, split.true_captions):
+            assert caption_is_true(control, control.captions[int(true[0])], image)
