@@ -12,7 +12,7 @@ held-out labels also appear in training pairs beside a training label
 (``world.unseen_pairs = "heldout_combinations"``), so that only their combinations are unseen.
 
     python experiments/app_o.py --quick          # ~2 s
-    python experiments/app_o.py --seeds 3        # full: 6 models, 23 min wall on the loaded shared machine (5 min CPU)
+    python experiments/app_o.py --seeds 3        # full: 18 models, 21 min wall on the shared 2-core machine
 """
 
 from __future__ import annotations
@@ -133,8 +133,8 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(md)
 
 
-EXPERIMENT = {"name": "app-o", "title": "App. O: the autoregressive toy VLM, 2-layer vs 1-layer decoder, Fig. 23 gradients",
-              "paper": "App. O, Fig. 23", "time": "~2 s / ~23 min (3 seeds, loaded 2-core machine; 5 min CPU)"}
+EXPERIMENT = {"name": "app-o", "title": "App. O: the autoregressive toy VLM, 2-layer vs 1-layer decoder, Fig. 23 gradients, two controls",
+              "paper": "App. O, Fig. 23", "time": "~4 s / ~21 min (3 seeds x 6 decoders, 2-core machine)"}
 
 
 def main(argv: list[str] | None = None) -> int:
