@@ -21,8 +21,6 @@ Model kinds (``KINDS``):
 from __future__ import annotations
 
 import atexit
-import hashlib
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -77,11 +75,11 @@ def model_config(kind: str, quick: bool, seed: int, overrides: dict | None = Non
 
 
 def config_key(cfg) -> str:
-    """A short hash of the config (thread count and device excluded: the same recipe, one cache entry)."""
-    data = cfg.to_dict()
-    data["train"].pop("threads", None)
-    data["train"].pop("device", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+    """The cache key of a config: its sweep run id (thread count and device left out: the same
+    recipe, one cache entry)."""
+    from circuits.sweep.spec import run_id
+
+    return run_id(cfg)
 
 
 def trained(kind: str, quick: bool, seed: int, overrides: dict | None = None) -> Run:

@@ -43,6 +43,10 @@ SEED = "seed"  # the column / swept name of the seed
 TOP_KEYS = {"seeds", "tie_world_seed", "config", "set", "grid", "zip", "analyze", "quick", "experiment"}
 PROFILE_KEYS = {"seeds", "set", "grid", "zip"}
 ID_EXCLUDED = (("train", "threads"), ("train", "device"))
+# Config fields added after sweeps were first written, left out of a run id at their default so
+# that a sweep written before keeps its ids (append a field here when adding one with a default
+# that keeps the old behaviour).
+ID_LATER_FIELDS = {("world", "unseen_pairs"): "heldout_labels", ("model", "decoder", "caption_order"): "subject_first"}
 
 
 class SweepError(CircuitsError):
@@ -230,6 +234,12 @@ def _id_dict(cfg: RunConfig) -> dict[str, Any]:
     data = cfg.to_dict()
     for section, key in ID_EXCLUDED:
         data[section].pop(key, None)
+    for (*path, key), default in ID_LATER_FIELDS.items():
+        section = data
+        for name in path:
+            section = section.get(name, {})
+        if section.get(key) == default:
+            section.pop(key)
     return data
 
 

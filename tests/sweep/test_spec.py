@@ -74,6 +74,15 @@ def test_threads_do_not_change_a_run_id_but_any_model_setting_does():
     assert run_id(cfg.with_overrides({"train.lr": 0.002})) != run_id(cfg)
 
 
+def test_fields_added_later_keep_earlier_run_ids_at_their_default():
+    from circuits.config import RunConfig
+
+    # the ids of these configs before world.unseen_pairs and model.decoder.caption_order existed (commit fe8ffac)
+    assert run_id(RunConfig()) == "617ae8f73eb3"
+    assert run_id(RunConfig().with_overrides(["model.kind=prefix_lm"])) == "93c1787152d8"
+    assert run_id(RunConfig().with_overrides(["world.unseen_pairs=heldout_combinations"])) != run_id(RunConfig())
+
+
 def test_a_quick_profile_replaces_seeds_and_grid_values_and_adds_settings():
     spec = SweepSpec.from_dict({"seeds": 5, "set": {"train.steps": 1500}, "grid": {"world.n_pair_labels": [5, 9, 15]},
                                 "quick": {"seeds": 1, "set": {"train.steps": 10}, "grid": {"world.n_pair_labels": [5]}}})
