@@ -27,7 +27,7 @@ OUT = worlds_common.ROOT / "experiments" / "results" / "table4" / "steps"
 
 
 def train_one(seed: int, steps: int, eval_every: int, device: str, out: Path) -> Path:
-    worlds_common._DEVICE[0] = device
+    worlds_common.set_device(device)
     cfg = worlds_common.config({**table4.JOINT, "train.steps": steps, "train.eval_every": eval_every}, False, seed)
     path = out / f"joint-s{seed}.jsonl"
     circuits.train_model(cfg, progress=False, metrics_path=path)

@@ -41,6 +41,14 @@ def device() -> str:
     return _DEVICE[0]
 
 
+def set_device(name: str) -> None:
+    """Train the entry's models on ``name`` (checked first: one line if this machine lacks it)."""
+    from circuits.runtime import check_device
+
+    check_device(name)
+    _DEVICE[0] = name
+
+
 def config(overrides: dict, quick: bool, seed: int = 0) -> RunConfig:
     """Library defaults, then ``overrides``, then the quick profile (if ``quick``), then the device
     (``--device``) and the seed."""
@@ -88,10 +96,7 @@ def reproduce_main(name: str, run: Callable[[bool, list[int]], tuple[list[dict],
     if getattr(args, "merge", None):
         return _merge(name, merge, args.merge, args.out or ROOT / "experiments" / "results" / name, args.force)
     set_threads(1)
-    from circuits.runtime import check_device
-
-    check_device(args.device)
-    _DEVICE[0] = args.device
+    set_device(args.device)
     out = args.out or (ROOT / "runs" / name / "quick" if args.quick else ROOT / "experiments" / "results" / name)
     if (out / "results.json").exists() and not args.force:
         raise CircuitsError(f"{out} already holds results; pass --force to replace them or choose another --out")
