@@ -166,20 +166,23 @@ class SweepDir:
 
 
 def final_metrics(run_dir: Path) -> dict[str, Any]:
-    """The last metrics row of a finished run, its training seconds, and the first evaluation
-    step at which unseen-pair accuracy reached 0.9 (NaN if never)."""
+    """The last metrics row of a finished run, its training seconds, the first evaluation step at
+    which unseen-pair accuracy reached 0.9 (NaN if never) and its best unseen-pair accuracy at
+    any evaluation (a model can generalize and then lose it: App. C in docs/reproduction.md)."""
     history = read_metrics(run_dir)
     if not history:
         return {}
     last = {k: v for k, v in history[-1].items() if k != "seconds"}
     reached = next((h["step"] for h in history if h.get(TARGET_METRIC, -1) >= TARGET_VALUE), math.nan)
-    return {**last, "train_seconds": history[-1].get("seconds", math.nan), f"step_{TARGET_METRIC}_{TARGET_VALUE}": reached}
+    best = max((h[TARGET_METRIC] for h in history if TARGET_METRIC in h), default=math.nan)
+    return {**last, "train_seconds": history[-1].get("seconds", math.nan), f"step_{TARGET_METRIC}_{TARGET_VALUE}": reached,
+            f"best_{TARGET_METRIC}": best}
 
 
 def load_results(out: str | os.PathLike[str]):
     """The sweep in ``out`` as a `pandas.DataFrame`, one row per run (read from the run
     directories, so always current): ``run_id``, ``status``, every swept key and ``seed``, the
-    final metrics of every split, ``train_seconds``, ``step_unseen_pair_0.9`` and any
+    final metrics of every split, ``train_seconds``, ``step_unseen_pair_0.9``, ``best_unseen_pair`` and any
     `analyze` columns. ``summarize(frame)`` gives mean ± std over seeds."""
     import pandas as pd
 

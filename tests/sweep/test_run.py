@@ -41,6 +41,14 @@ def test_the_results_table_has_a_row_per_run_with_swept_keys_and_final_metrics(f
     assert (out / "results.csv").read_text().splitlines()[0].startswith("run_id,status")
 
 
+def test_the_results_table_has_the_best_unseen_pair_of_each_history(finished):
+    out, _ = finished
+    frame = load_results(out)
+    for _, row in frame.iterrows():
+        history = circuits.load(out / "runs" / row["run_id"]).history
+        assert row["best_unseen_pair"] == pytest.approx(max(h["unseen_pair"] for h in history))
+
+
 def test_summarize_gives_mean_std_and_count_over_seeds(finished):
     out, _ = finished
     frame = load_results(out)
