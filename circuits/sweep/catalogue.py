@@ -157,7 +157,7 @@ def reproduce(name: str, *, quick: bool = False, out: str | os.PathLike[str] | N
             raise SweepError(f"{name} failed")
         return json.loads((out / "results.json").read_text())
     spec = entry.profile(quick)
-    if seeds is not None and seeds < 1 or first_seed < 0:
+    if (seeds is not None and seeds < 1) or first_seed < 0:
         raise SweepError(f"--seeds must be >= 1 and --first-seed >= 0 (got {seeds}, {first_seed})")
     if seeds is not None or first_seed:
         spec = dataclasses.replace(spec, seeds=list(range(first_seed, first_seed + (seeds or len(spec.seeds)))))
