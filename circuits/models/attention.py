@@ -30,7 +30,7 @@ from transformer_lens import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
 
 from circuits.config import EncoderConfig
-from circuits.models.components import Sources, fire_read_only, softmax
+from circuits.models.components import Sources, fire_read_only, has_hooks, softmax
 from circuits.models.masks import AttentionMask, make_mask
 from circuits.models.terms import B, term_name
 from circuits.models.pooled_ops import LayerPlan, PlanCache, pooled_table_attention
@@ -47,17 +47,6 @@ def _pooled_keys(mask: AttentionMask, qi: int, n: int) -> tuple[int, Tensor | No
     n_keys = int(row.nonzero().max()) + 1
     hidden = ~row[:n_keys]
     return n_keys, (hidden if bool(hidden.any()) else None)
-
-
-def _has_hooks(hook: HookPoint) -> bool:
-    """Whether any forward or backward hook (of this hook point, or a global module hook) would
-    see ``hook``'s activation: then it must be computed (``hook_result``, [batch, pos, head,
-    d_model], is otherwise skipped). ``run_with_cache`` attaches hooks, so caches still hold it."""
-    return bool(
-        hook._forward_hooks or hook._forward_pre_hooks or hook._backward_hooks or hook._backward_pre_hooks
-        or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks
-        or nn.modules.module._global_backward_hooks or nn.modules.module._global_backward_pre_hooks
-    )
 
 
 class Attention(nn.Module):
@@ -270,7 +259,7 @@ class Attention(nn.Module):
         scores = self.hook_attn_scores(scores)
         pattern = self.hook_pattern(softmax(scores))
         z = self.hook_z(einops.einsum(pattern, v, "b h q k, b k h d -> b q h d"))
-        if not _has_hooks(self.hook_result):  # nothing reads or edits the per-head outputs: one matmul
+        if not has_hooks(self.hook_result):  # nothing reads or edits the per-head outputs: one matmul
             b, q, h, d = z.shape
             return torch.addmm(self.b_O, z.reshape(b * q, h * d), self.W_O.reshape(h * d, -1)).view(b, q, -1)
         result = self.hook_result(einops.einsum(z, self.W_O, "b q h d, h d m -> b q h m"))

@@ -21,6 +21,19 @@ from circuits.models.terms import N
 Sources = dict[str, Tensor]  # source name -> [batch, pos, d_model]; the values sum to the stream
 
 
+def has_hooks(*hooks: HookPoint) -> bool:
+    """Whether any forward or backward hook (of these hook points, or a global module hook) would
+    see their activations: then they must be computed as such. Where none would, a module may
+    take a fused route to the same function (``hook_result`` skipped, `F.layer_norm`, ...);
+    ``run_with_cache`` attaches hooks, so caches still hold every activation."""
+    return any(
+        h._forward_hooks or h._forward_pre_hooks or h._backward_hooks or h._backward_pre_hooks for h in hooks
+    ) or bool(
+        nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks
+        or nn.modules.module._global_backward_hooks or nn.modules.module._global_backward_pre_hooks
+    )
+
+
 class Embed(nn.Module):
     def __init__(self, d_vocab: int, d_model: int):
         super().__init__()
@@ -53,6 +66,8 @@ class LayerNorm(nn.Module):
         self.hook_normalized = HookPoint()  # [batch, pos, d_model]
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        if not has_hooks(self.hook_scale, self.hook_normalized):  # torch's fused kernel: same function
+            return F.layer_norm(x, self.w.shape, self.w, self.b, self.eps)
         return self._forward_with_scale(x)[0]
 
     def _forward_with_scale(self, x: Tensor, read_only: bool = False) -> tuple[Tensor, Tensor]:
@@ -85,6 +100,8 @@ class RMSNorm(nn.Module):
         self.hook_normalized = HookPoint()  # [batch, pos, d_model]
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        if not has_hooks(self.hook_scale, self.hook_normalized):  # torch's fused kernel: same function
+            return F.rms_norm(x, self.w.shape, self.w, self.eps)
         return self._forward_with_scale(x)[0]
 
     def _forward_with_scale(self, x: Tensor, read_only: bool = False) -> tuple[Tensor, Tensor]:
@@ -115,9 +132,14 @@ class MLP(nn.Module):
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        pre = self.hook_pre(_affine(x, self.W_in, self.b_in))
         post = self.hook_post(F.gelu(pre))
-        return post @ self.W_out + self.b_out
+        return _affine(post, self.W_out, self.b_out)
+
+
+def _affine(x: Float[Tensor, "... d_in"], W: Float[Tensor, "d_in d_out"], b: Float[Tensor, " d_out"]) -> Float[Tensor, "... d_out"]:
+    """``x @ W + b`` as one ``addmm`` (the bias added in the matmul's own pass)."""
+    return torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], W.shape[-1])
 
 
 class _SoftmaxLast(torch.autograd.Function):
