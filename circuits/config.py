@@ -427,11 +427,14 @@ MAX_IMAGES = 5_000_000  # images in all splits; the world is built in Python, ~ 
 # per-(token, position) table), about 20x less per multiply-accumulate: calibrated on the toy 2DS
 # model of `experiments/toy_2ds.py` (batch 64, ~0.064 s per step for 8.7e8).
 SECONDS_PER_MAC = 3.6e-12
-# Only the first attention layer of an encoder runs from the table; later layers and every MLP run
-# at every position, about 6x dearer per multiply-accumulate: calibrated on 2-layer vision + 2-layer
-# text models (attention-only: 148 ms per step, of which 130 ms for 4.9e9 such MACs; with pre-LN
-# and MLPs: 600 ms for 2.5e10), one thread at load ~2.5, 2026-11-28.
-SECONDS_PER_MAC_FULL = 2.4e-11
+# Only the first attention layer of an encoder runs from the table; later attention layers run at
+# every position, about 7x dearer per multiply-accumulate: calibrated on 2-layer vision + 2-layer
+# text attention-only models (148 ms per step, of which 130 ms for 4.9e9 such MACs), one thread at
+# load ~2.5, 2026-11-28. MLPs (with pre-LN, dropout and GELU around them) take about 310 ms for
+# their 1.9e10 MACs in the full model (2+2 layers, pre-LN, MLPs: 600 ms per step before the fused
+# LayerNorm / MLP, 1.31x faster after it in `benchmarks/bench_ab.py`).
+SECONDS_PER_MAC_FULL = 2.65e-11
+SECONDS_PER_MAC_MLP = 1.6e-11
 SECONDS_PER_MAC_DECODER = 7.4e-11
 TOY2DS_TEXT = 10  # [BOS] question(6) [SEP] answer(2): circuits.tasks.toy2ds.Toy2DSTask.n_text
 TOY2DS_BATCH = 256  # Toy2DSTask.default_batch_size (train.batch_size = null)
@@ -487,8 +490,9 @@ def estimate_resources(cfg: RunConfig) -> ResourceEstimate:
     attention_bytes = 4 * chunk * v.n_heads * seq * seq * v.n_layers
     # forward + backward: layer 0's attention from the table, the rest at every position
     table_macs = 3 * (batch * seq * _attn_macs(v) + n_text * 4 * _attn_macs(x))
-    full_macs = 3 * (batch * seq * (v.n_layers * _macs(v) - _attn_macs(v)) + n_text * 4 * (x.n_layers * _macs(x) - _attn_macs(x)))
-    step_seconds = table_macs * SECONDS_PER_MAC + full_macs * SECONDS_PER_MAC_FULL
+    full_macs = 3 * (v.n_layers - 1) * (batch * seq * _attn_macs(v)) + 3 * (x.n_layers - 1) * n_text * 4 * _attn_macs(x)
+    mlp_macs = 3 * (batch * seq * v.n_layers * _mlp_macs(v) + n_text * 4 * x.n_layers * _mlp_macs(x))
+    step_seconds = table_macs * SECONDS_PER_MAC + full_macs * SECONDS_PER_MAC_FULL + mlp_macs * SECONDS_PER_MAC_MLP
     return ResourceEstimate(
         n_images=n_images, n_train_images=n_train, n_captions=n_captions, seq_len=seq,
         data_bytes=data_bytes, train_bytes=train_bytes, attention_bytes=attention_bytes,
@@ -506,9 +510,14 @@ def _attn_macs(enc: EncoderConfig) -> int:
     return 4 * enc.d_model * enc.n_heads * enc.d_head
 
 
+def _mlp_macs(enc: EncoderConfig) -> int:
+    """Multiply-accumulates per token of one MLP (W_in, W_out)."""
+    return 0 if enc.attn_only else 2 * enc.d_model * enc.d_mlp
+
+
 def _macs(enc: EncoderConfig) -> int:
     """Multiply-accumulates per token per layer."""
-    return _attn_macs(enc) + (0 if enc.attn_only else 2 * enc.d_model * enc.d_mlp)
+    return _attn_macs(enc) + _mlp_macs(enc)
 
 
 def _decoder_estimate(cfg: RunConfig, n_images: int, n_train: int, n_captions: int, batch: int) -> ResourceEstimate:
