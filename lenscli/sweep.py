@@ -112,14 +112,15 @@ def analyze(
     out: OutArg,
     ablate: Annotated[Optional[str], typer.Option("--ablate", help="Comma-separated ablations, e.g. EP,PP,BP,EP+PP+BP,VP.", show_default=False)] = None,
     bias: Annotated[bool, typer.Option("--bias", help="Vision heads' left/right bias on unseen pairs.")] = False,
+    top1: Annotated[bool, typer.Option("--top1", help="What the top caption of an unseen-pair image is: correct, reversed, one object, ...")] = False,
     jobs: JobsOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Ablation and head-bias columns for every finished run (cached per run; a rerun is instant)."""
+    """Ablation, head-bias and top-caption columns for every finished run (cached per run; a rerun is instant)."""
     from circuits.sweep import analyze_sweep
 
     names = [a.strip() for a in (ablate or "").split(",") if a.strip()]
-    failed = analyze_sweep(out, names, bias, jobs=jobs, progress=not quiet)
+    failed = analyze_sweep(out, names, bias, top1=top1, jobs=jobs, progress=not quiet)
     typer.echo(f"results: {Path(out) / 'results.csv'}")
     if failed:
         typer.echo(f"error: the analysis of {len(failed)} runs failed", err=True)

@@ -131,3 +131,25 @@ def failure_breakdown(classes: Int[Tensor, " n"]) -> dict[str, float]:
 
 
 WRONG_ORDERING_RANDOM = (1 / 6) / (5 / 6)  # A9: random ranking of the 4 pair captions
+
+TOP1_CLASSES = ("correct", "reversed", "one_object", "pair_one_label", "unrelated")
+
+
+def top1_class(
+    sim: Float[Tensor, "n c"], truth: Bool[Tensor, "n c"], objects: Int[Tensor, "n 2"], caption_objects: Int[Tensor, "c 2"]
+) -> Int[Tensor, " n"]:
+    """What the top caption of each two-object image is, as an index into `TOP1_CLASSES` (ours;
+    App. C's failures): ``correct`` (a true caption), ``reversed`` (names both its objects but is
+    false: the relation reversed), ``one_object`` (a single-object caption of one of its
+    objects), ``pair_one_label`` (a pair caption naming one of its objects), ``unrelated``
+    (names neither). Left-only and bidirectional captions alike."""
+    named = caption_objects.to(sim.device)[sim.argmax(-1)]  # [n, 2], -1 padded
+    want = objects.to(sim.device)
+    hits = ((named[:, :, None] == want[:, None, :]) & (named[:, :, None] >= 0)).any(-1).sum(-1)  # its objects named
+    single = named[:, 1] < 0
+    out = torch.full_like(hits, 4)
+    out = torch.where((hits == 1) & ~single, 3, out)
+    out = torch.where((hits == 1) & single, 2, out)
+    out = torch.where(hits == 2, 1, out)
+    return torch.where(top1_correct(sim, truth), 0, out)
+

@@ -8,7 +8,9 @@ computed, so a rerun is instant) and appear as columns of `load_results`:
 * ``ablate.<NAME>.<metric>`` - accuracy after zeroing NAME, e.g. ``ablate.EP+PP+BP.unseen_pair``;
   NAME joins score terms (``EP``, ``PP``, ``BP``, ...) and value sources (``VP``) with ``+``;
 * ``bias.h<k>.left`` / ``.right`` / ``.relational`` per head, and ``bias.max_lr`` (the largest
-  ``|left - right|`` over heads) with ``bias.relational_at_max``.
+  ``|left - right|`` over heads) with ``bias.relational_at_max``;
+* ``top1.<class>`` - what the top caption of an unseen-pair image is (`circuits.failures.top1_breakdown`:
+  correct, reversed, one_object, pair_one_label, unrelated; and training_caption).
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ def parse_ablation(name: str):
     return Ablation(terms=tuple(p for p in parts if not p.startswith("V")), values=tuple(p[1] for p in parts if p.startswith("V")))
 
 
-def analyze_run(run_dir: str, ablations: Sequence[str], bias: bool, threads: int | None = 1) -> dict[str, Any]:
+def analyze_run(run_dir: str, ablations: Sequence[str], bias: bool, threads: int | None = 1, top1: bool = False) -> dict[str, Any]:
     """The analysis columns of one checkpoint (see the module docstring)."""
     from circuits.ablate import evaluate_ablation
     from circuits.checkpoint import load
+    from circuits.failures import top1_breakdown
     from circuits.runtime import set_threads
     from circuits.stats import head_bias
 
@@ -56,13 +59,15 @@ def analyze_run(run_dir: str, ablations: Sequence[str], bias: bool, threads: int
         h = max(range(len(b.first)), key=lambda k: abs(b.first[k] - b.second[k]))
         columns["bias.max_lr"] = abs(b.first[h] - b.second[h])
         columns["bias.relational_at_max"] = b.relational[h]
+    if top1:
+        columns.update({f"top1.{k}": v for k, v in top1_breakdown(run.model, run.task).items()})
     return columns
 
 
 def _job(args: tuple) -> tuple[str, dict[str, Any] | str]:
-    run_id, run_dir, ablations, bias = args
+    run_id, run_dir, ablations, bias, top1 = args
     try:
-        return run_id, analyze_run(run_dir, ablations, bias)
+        return run_id, analyze_run(run_dir, ablations, bias, top1=top1)
     except Exception as e:
         return run_id, f"{type(e).__name__}: {' '.join(str(e).split())}"
 
@@ -72,6 +77,7 @@ def analyze_sweep(
     ablate: Sequence[str] = (),
     bias: bool = False,
     *,
+    top1: bool = False,
     jobs: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
@@ -81,8 +87,8 @@ def analyze_sweep(
     ablate = list(dict.fromkeys(ablate))
     for name in ablate:
         parse_ablation(name)
-    if not ablate and not bias:
-        raise SweepError("nothing to analyze: give --ablate NAMES (e.g. EP,PP,EP+PP+BP) and/or --bias")
+    if not ablate and not bias and not top1:
+        raise SweepError("nothing to analyze: give --ablate NAMES (e.g. EP,PP,EP+PP+BP), --bias and/or --top1")
     sweep = SweepDir(out)
     ident = sweep.read_identity()
     todo = []
@@ -93,8 +99,9 @@ def analyze_sweep(
         have = sweep.analysis(run_id)
         missing = [n for n in ablate if not any(k.startswith(f"ablate.{n}.") for k in have)]
         need_bias = bias and "bias.max_lr" not in have
-        if missing or need_bias:
-            todo.append((run_id, str(sweep.run_dir(run_id)), missing, need_bias))
+        need_top1 = top1 and "top1.correct" not in have
+        if missing or need_bias or need_top1:
+            todo.append((run_id, str(sweep.run_dir(run_id)), missing, need_bias, need_top1))
     failed: dict[str, str] = {}
     from tqdm.auto import tqdm
 

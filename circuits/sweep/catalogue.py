@@ -169,7 +169,8 @@ def reproduce(name: str, *, quick: bool = False, out: str | os.PathLike[str] | N
     summary = run_sweep(spec, out, jobs=jobs, ensemble=ensemble, backend=backend, address=address, force=force, progress=progress)
     analysis = spec.analyze
     if analysis and summary.total > len(summary.failed):
-        analyze_sweep(out, ablate=analysis.get("ablate", []), bias=bool(analysis.get("bias", False)), jobs=jobs, progress=progress)
+        analyze_sweep(out, ablate=analysis.get("ablate", []), bias=bool(analysis.get("bias", False)),
+                      top1=bool(analysis.get("top1", False)), jobs=jobs, progress=progress)
     frame = load_results(out)
     result = {"name": name, "title": entry.title, "paper": entry.paper, "claim": entry.spec.experiment.get("claim", ""),
               "profile": "quick" if quick else "full", "spec": str(entry.path), "summary": summary.line(),

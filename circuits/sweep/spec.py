@@ -13,7 +13,7 @@
     "model.vision.init_embed_std" = [0.1, 0.1]
     [analyze]                              # optional: what `sweep analyze` computes by default
     ablate = ["EP", "PP", "EP+PP+BP"]
-    bias = true
+    bias = true                            # and top1 = true: what the top caption of an unseen pair is
     [quick]                                # optional profile: replaces seeds / grid values, adds set
     seeds = 1
     [quick.set]
@@ -40,6 +40,7 @@ from circuits.config import RunConfig, load_config_file
 from circuits.errors import CircuitsError
 
 SEED = "seed"  # the column / swept name of the seed
+ANALYZE_KEYS = {"ablate", "bias", "top1"}  # circuits.sweep.analyze_sweep's options
 TOP_KEYS = {"seeds", "tie_world_seed", "config", "set", "grid", "zip", "analyze", "quick", "experiment"}
 PROFILE_KEYS = {"seeds", "set", "grid", "zip"}
 ID_EXCLUDED = (("train", "threads"), ("train", "device"))
@@ -104,6 +105,9 @@ class SweepSpec:
                 raise SweepError(f"{source}: the keys of zip group {i} must have as many values each ({detail})")
             spec.zip.append(group)
         spec.analyze = dict(_table(data.get("analyze", {}), "analyze", source))
+        bad = sorted(set(spec.analyze) - ANALYZE_KEYS)
+        if bad:
+            raise SweepError(f"{source}: [analyze]: unknown key {bad[0]!r} (known: {', '.join(sorted(ANALYZE_KEYS))})")
         spec.experiment = dict(_table(data.get("experiment", {}), "experiment", source))
         quick = data.get("quick")
         if quick is not None:

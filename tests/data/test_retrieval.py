@@ -68,6 +68,19 @@ def test_failure_classes_of_hand_built_rankings():
     assert got == [0, 1, 2, 3, 3]
 
 
+def test_top1_classes_of_hand_built_rankings():
+    from circuits.data.retrieval import top1_class
+
+    # left-only candidates: 0 "1L2", 1 "2L1", 2 "1", 3 "1L3", 4 "3L4", 5 "4"; every image shows 1 left of 2
+    caption_objects = torch.tensor([[1, 2], [2, 1], [1, -1], [1, 3], [3, 4], [4, -1]])
+    sim = torch.tensor([_ranked(c) for c in range(6)])
+    truth = torch.zeros(6, 6, dtype=torch.bool)
+    truth[:, 0] = True
+    objects = torch.tensor([[1, 2]] * 6)
+    # correct, reversed, one object, a pair naming one of its objects, unrelated pair, unrelated single
+    assert top1_class(sim, truth, objects, caption_objects).tolist() == [0, 1, 2, 3, 4, 4]
+
+
 def test_failure_breakdown_shares_are_fractions_of_failures():
     out = failure_breakdown(torch.tensor([0, 0, 1, 1, 1, 2, 3]))
     assert out["n_correct"] == 2 and out["n_wrong_ordering"] == 3

@@ -132,6 +132,17 @@ def test_a_sweep_of_seeds_alone_tables_as_one_row(tmp_path):
     assert row["unseen_pair_mean"] == pytest.approx(pd.read_csv(out / "results.csv")["unseen_pair"].mean())
 
 
+def test_analyze_adds_its_columns_and_refuses_an_empty_request_in_one_line(uninterrupted, tmp_path):
+    out = tmp_path / "out"
+    __import__("shutil").copytree(uninterrupted, out)
+    nothing = invoke("sweep", "analyze", str(out))
+    assert nothing.exit_code != 0 and nothing.stderr.strip().startswith("error: nothing to analyze")
+    done = invoke("sweep", "analyze", str(out), "--ablate", "EP", "--top1", "--jobs", "1", "--quiet")
+    assert done.exit_code == 0, done.output
+    frame = pd.read_csv(out / "results.csv")
+    assert frame[["ablate.EP.unseen_pair", "top1.correct", "top1.one_object"]].notna().all().all()
+
+
 def bad(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text)

@@ -132,3 +132,14 @@ def test_analyze_adds_cached_ablation_and_bias_columns(finished):
     analyze_sweep(out, ["EP"], bias=True, jobs=1, progress=False)
     assert cache.stat().st_mtime_ns == stamp, "nothing new was asked: the cache is reused"
     assert "ablate.EP.unseen_pair" in json.loads(cache.read_text())["columns"]
+
+
+def test_analyze_top1_adds_the_top_caption_classes_that_match_the_accuracy(finished):
+    from circuits.sweep import analyze_sweep
+
+    out, _ = finished
+    analyze_sweep(out, top1=True, jobs=1, progress=False)
+    frame = load_results(out)
+    classes = ["top1.correct", "top1.reversed", "top1.one_object", "top1.pair_one_label", "top1.unrelated"]
+    assert frame[classes].sum(axis=1).tolist() == pytest.approx([1.0] * len(frame))
+    assert frame["top1.correct"].tolist() == pytest.approx(frame["unseen_pair"].tolist())  # one true caption per image

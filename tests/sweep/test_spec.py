@@ -100,7 +100,9 @@ def test_a_quick_profile_replaces_seeds_and_grid_values_and_adds_settings():
     ('colour = "red"\n', ["spec.toml", "colour"]),
     ('[grid]\n"train.seed" = [1, 2]\n', ["spec.toml", "seeds"]),
     ('seeds = [0,\n', ["spec.toml", "not valid TOML"]),
-], ids=["unknown-key", "bad-value", "bad-type", "empty-grid", "no-seeds", "unequal-zip", "unknown-top-key", "seed-in-grid", "toml-syntax"])
+    ('[analyze]\nfailures = true\n', ["spec.toml", "[analyze]", "failures", "top1"]),
+], ids=["unknown-key", "bad-value", "bad-type", "empty-grid", "no-seeds", "unequal-zip", "unknown-top-key", "seed-in-grid",
+        "toml-syntax", "unknown-analysis"])
 def test_a_bad_spec_is_one_line_naming_the_file_and_the_key(tmp_path, text, words):
     with pytest.raises(SweepError) as err:
         SweepSpec.load(write(tmp_path, text)).expand()
