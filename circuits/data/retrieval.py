@@ -152,4 +152,3 @@ def top1_class(
     out = torch.where((hits == 1) & single, 2, out)
     out = torch.where(hits == 2, 1, out)
     return torch.where(top1_correct(sim, truth), 0, out)
-
