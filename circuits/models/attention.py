@@ -205,7 +205,8 @@ class Attention(nn.Module):
         [batch, table rows] matrix. With ``residual`` (the stream's row per query token) the
         output also holds ``residual[query token]``, and the bias: both enter the same sum, as
         rows of weight 1. One autograd node with a hand-written backward
-        (`pooled_ops.pooled_table_attention`). Exact; no hooks fire on this path.
+        (`pooled_ops.pooled_table_attention`); with every key allowed and mostly-background
+        images, the keys are grouped (`pooled_ops.BackgroundGroups`). Exact; no hooks fire on this path.
         """
         n_vocab, n, h = table.shape[0], tokens.shape[1], self.cfg.n_heads
         qi = query_index % n
@@ -213,7 +214,7 @@ class Attention(nn.Module):
         with_residual = residual is not None
         if "_plans" not in self.__dict__:  # token-dependent indices, kept per token tensor (`PlanCache`)
             self._plans = PlanCache()
-        plan = self._plans.get(tokens, n_vocab, n_keys, qi, h, with_residual)
+        plan = self._plans.get(tokens, n_vocab, n_keys, qi, h, with_residual, hidden is None)  # (grouped if it pays)
         rotary = self.rotary
         return pooled_table_attention(
             table, self.W_Q, self.W_K, self.W_V, self.b_Q, self.b_K, self.b_V, self.W_O, self.b_O, residual,

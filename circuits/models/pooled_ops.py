@@ -8,7 +8,9 @@ layer computed at every position); training passes the same token tensor every s
 evaluation the same splits, so each attention module keeps its last few plans (`PlanCache`).
 `pooled_table_attention` is the whole pooled first layer as one autograd node with a
 hand-written backward (its vmap rule generated), so that the training step pays autograd's
-per-op bookkeeping once instead of ~40 times.
+per-op bookkeeping once instead of ~40 times. Where the images are mostly background (a toy
+world's), the plan also groups their keys (`BackgroundGroups`): each image then mixes one row per
+head for its background and one per object, instead of one per key.
 
 `mix_rows` is ``out[i] = sum_j weights[i, j] * table[index[i, j]]``: an exact weighted sum of
 table rows, with ``embedding_bag`` forward and a backward that never forms a dense
@@ -35,9 +37,10 @@ class TablePlan:
     output's entries are ordered (head, key position), like a ``[batch, head, key]`` pattern.
     """
 
-    def __init__(self, tokens: Tensor, n_vocab: int, n_keys: int, query: int, n_heads: int, residual: bool = False):
+    def __init__(self, tokens: Tensor, n_vocab: int, n_keys: int, query: int, n_heads: int, residual: bool = False,
+                 group_background: bool = False):
         self.tokens, self.version = tokens, tokens._version
-        self.key = (n_vocab, n_keys, query, n_heads, residual)
+        self.key = (n_vocab, n_keys, query, n_heads, residual, group_background)
         dev = tokens.device
         b, h = tokens.shape[0], n_heads
         self.n_rows = n_vocab * n_keys
@@ -48,6 +51,9 @@ class TablePlan:
         self.score_index = ((head * n_vocab + self.query_tokens[:, None, None]) * self.n_rows + self.rows[:, None, :]).reshape(-1)
         self.mix_index = (head * self.n_rows + self.rows[:, None, :]).reshape(b, h * n_keys)  # [b, h*k]
         self.n_table_rows = n_heads * self.n_rows  # rows of the mixing table
+        self.groups = BackgroundGroups.of(self, tokens[:, :n_keys]) if group_background else None
+        if self.groups is not None:
+            self.mix_index, self.n_table_rows = self.groups.mix_index, self.groups.n_table_rows
         self.n_extra = 0
         if residual:  # two more entries per output (weight 1): the bias row, the query token's residual row
             t = self.n_table_rows
@@ -58,8 +64,10 @@ class TablePlan:
         self._pattern: Tensor | None = None
         self._folded: dict[tuple[int, bool], FoldedPlan] = {}  # vmap: see `FoldedPlan`
 
-    def matches(self, tokens: Tensor, n_vocab: int, n_keys: int, query: int, n_heads: int, residual: bool = False) -> bool:
-        return same_tokens(tokens, self.tokens, self.version) and self.key == (n_vocab, n_keys, query, n_heads, residual)
+    def matches(self, tokens: Tensor, n_vocab: int, n_keys: int, query: int, n_heads: int, residual: bool = False,
+                group_background: bool = False) -> bool:
+        return same_tokens(tokens, self.tokens, self.version) and self.key == (
+            n_vocab, n_keys, query, n_heads, residual, group_background)
 
     def backward_order(self) -> tuple[Tensor, Tensor, Tensor]:
         """(entries sorted by mixing-table row, the output each belongs to, row offsets).
@@ -68,7 +76,7 @@ class TablePlan:
         the mixing-table rows are ``h * n_rows + row``, so the order is that of the pixels,
         repeated per head.
         """
-        if self._backward is None and self.n_extra:
+        if self._backward is None and (self.n_extra or self.groups is not None):
             self._backward = _sorted_entries(self.mix_index, self.n_table_rows)
         if self._backward is None:
             with torch._C._DisableFuncTorch():  # (cached: plain tensors, whatever transform asks first)
@@ -91,6 +99,61 @@ class TablePlan:
         if self._pattern is None or self._pattern.dtype != dtype:
             self._pattern = _csr_pattern(self.mix_index, self.n_table_rows, dtype)
         return self._pattern
+
+
+class BackgroundGroups:
+    """The keys of a pooled attention split into background and exceptions (exact; much less work).
+
+    Images of a toy world are mostly background: at each key position most images hold the same
+    token (its mode over the batch), and an image differs in at most ``E`` positions (its
+    objects). A softmax over all keys is a softmax over two kinds of entries: the image's
+    exceptions, with their own scores, and its background keys as one block, with logit the
+    block's logsumexp and value the block's own softmax average of its rows. Images with the same
+    query token and the same exception positions share that block (a *group*), so it is
+    computed once per group and head, and each image mixes ``1 + E`` rows per head instead of
+    ``n_keys``. Exceptions are padded to ``E`` (score -inf, weight exactly 0).
+
+    Layout of the mixing table: the per-head value rows (as `TablePlan`), then one row per
+    (head, group), then `TablePlan`'s extra rows.
+    """
+
+    def __init__(self, plan: TablePlan, keys: Tensor, background: Tensor, exceptions: Tensor, width: int):
+        n_vocab, n_keys, _, h, _, _ = plan.key
+        b, dev = keys.shape[0], keys.device
+        self.width = width  # E: exception slots per image
+        order = torch.argsort((~exceptions).to(torch.int8), dim=1, stable=True)[:, :width]  # exceptions first
+        self.valid = exceptions.gather(1, order)  # [b, E]
+        exc_rows = plan.rows.gather(1, order)  # [b, E] (padding: some row of the image, weight 0)
+        pattern, self.group_of = torch.unique(
+            torch.cat([plan.query_tokens[:, None], exceptions.to(plan.query_tokens.dtype)], 1), dim=0, return_inverse=True)
+        self.n_groups = g = pattern.shape[0]
+        self.member = pattern[:, 1:] == 0  # [G, K]: key j is background in group g
+        self.background_rows = background * n_keys + torch.arange(n_keys, device=dev)  # [K]
+        head = torch.arange(h, device=dev)
+        qg = pattern[:, 0]
+        self.group_score_index = (((head[:, None, None] * n_vocab + qg[None, :, None]) * plan.n_rows)
+                                  + self.background_rows[None, None, :]).reshape(-1)  # [h, G, K]
+        self.exception_score_index = (((head[None, :, None] * n_vocab + plan.query_tokens[:, None, None]) * plan.n_rows)
+                                      + exc_rows[:, None, :]).reshape(-1)  # [b, h, E]
+        base = h * plan.n_rows + head[None, :, None] * g + self.group_of[:, None, None]  # [b, h, 1]
+        own = head[None, :, None] * plan.n_rows + exc_rows[:, None, :]  # [b, h, E]
+        self.mix_index = torch.cat([base, own], 2).reshape(b, h * (1 + width))
+        self.n_table_rows = h * plan.n_rows + h * g
+
+    @staticmethod
+    def of(plan: TablePlan, keys: Tensor) -> BackgroundGroups | None:
+        """The grouping of ``keys`` [b, n_keys], or None where it would not pay (dense images)."""
+        b, n_keys = keys.shape
+        if b < 16:
+            return None
+        background = keys.mode(0).values  # [K]
+        exceptions = keys != background
+        width = int(exceptions.sum(1).max())
+        if 2 * (1 + width) > n_keys:
+            return None
+        groups = BackgroundGroups(plan, keys, background, exceptions, width)
+        saved = b * (n_keys - 1 - width)  # entries per head no image mixes any more
+        return groups if 2 * groups.n_groups * n_keys <= saved else None  # against the blocks' own work
 
 
 def same_tokens(tokens: Tensor, seen: Tensor, version: int) -> bool:
@@ -364,19 +427,38 @@ class _PooledTableAttention(torch.autograd.Function):
         kh = k.reshape(rows, h, d).transpose(0, 1)  # [h, rows, d]
         vh = v.reshape(rows, h, d).transpose(0, 1)
         qk = torch.bmm(qh, kh.transpose(1, 2)).mul_(1 / math.sqrt(d))  # [h, vocab, rows]
-        scores = qk.reshape(-1).gather(0, plan.score_index).view(b, h, n_keys)
-        if hidden is not None:
-            scores = scores.masked_fill(hidden, float("-inf"))
-        pattern = (scores - scores.amax(-1, keepdim=True)).exp_()
-        pattern = pattern.div_(pattern.sum(-1, keepdim=True)).view(b, h * n_keys)
         mixing = torch.bmm(vh, W_O).reshape(h * rows, m)  # each head's values through W_O, per table row
+        groups = plan.groups
+        if groups is None:
+            scores = qk.reshape(-1).gather(0, plan.score_index).view(b, h, n_keys)
+            if hidden is not None:
+                scores = scores.masked_fill(hidden, float("-inf"))
+            within = mixing.new_empty(0)
+        else:  # entries: each head's background block (one row per group), then the exceptions
+            if hidden is not None:
+                raise ValueError("background groups are built for unmasked keys only")
+            block_scores = qk.reshape(-1)[groups.group_score_index].view(h, groups.n_groups, n_keys)
+            block_scores = block_scores.masked_fill(~groups.member, float("-inf"))
+            top = block_scores.amax(-1, keepdim=True)  # finite: every group has a background key
+            within = (block_scores - top).exp_()
+            total = within.sum(-1, keepdim=True)
+            within = within.div_(total)  # [h, G, K]: each block's own softmax
+            block_logit = total.log_().add_(top).squeeze(-1)  # [h, G]: the block's logsumexp
+            block_rows = torch.bmm(within, mixing.view(h, rows, m)[:, groups.background_rows])  # [h, G, m]
+            own = qk.reshape(-1)[groups.exception_score_index].view(b, h, groups.width)
+            own = own.masked_fill(~groups.valid[:, None, :], float("-inf"))
+            scores = torch.cat([block_logit.T[groups.group_of][:, :, None], own], 2)  # [b, h, 1 + E]
+            mixing = torch.cat([mixing, block_rows.reshape(-1, m)])
+        per = scores.shape[-1]
+        pattern = (scores - scores.amax(-1, keepdim=True)).exp_()
+        pattern = pattern.div_(pattern.sum(-1, keepdim=True)).view(b, h * per)
         if plan.n_extra:  # the bias and the query token's residual row enter the sum with weight 1
             mixing = torch.cat([mixing, b_O[None], residual])
             pattern = torch.cat([pattern, pattern.new_ones(1, 1).expand(b, plan.n_extra)], 1)
         out = fast_apply(_MixRows, pattern, mixing, plan)
         if not plan.n_extra:
             out = out + b_O
-        return out, x, x_q, W, qh, kh, vh, pattern, mixing
+        return out, x, x_q, W, qh, kh, vh, pattern, mixing, within
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
@@ -388,21 +470,33 @@ class _PooledTableAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor, *_) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, x_q, W, qh, kh, vh, pattern, mixing, W_Q, W_O, cos, sin = ctx.saved_tensors
+        x, x_q, W, qh, kh, vh, pattern, mixing, within, W_Q, W_O, cos, sin = ctx.saved_tensors
         plan, query = ctx.plan, ctx.query
         n_vocab, n, m = ctx.shape
         h, rows, d = vh.shape
-        n_keys, b = plan.key[1], plan.tokens.shape[0]
+        n_keys, b, groups = plan.key[1], plan.tokens.shape[0], plan.groups
         g_pattern, g_mixing = fast_apply(_MixRowsGrad, grad, pattern, mixing, plan, True, True)
         g_ov = g_mixing[: h * rows].view(h, rows, m)
+        end = h * rows + (0 if groups is None else h * groups.n_groups)  # the extra rows after the entries'
         if plan.n_extra:
-            g_bias_O, g_residual = g_mixing[h * rows], g_mixing[h * rows + 1 :]
+            g_bias_O, g_residual = g_mixing[end], g_mixing[end + 1 :]
         else:
             g_bias_O, g_residual = grad.sum(0), None
-        p = pattern[:, : h * n_keys].view(b, h, n_keys)
-        gp = g_pattern[:, : h * n_keys].view(b, h, n_keys)
+        per = n_keys if groups is None else 1 + groups.width
+        p = pattern[:, : h * per].view(b, h, per)
+        gp = g_pattern[:, : h * per].view(b, h, per)
         g_scores = p * (gp - (p * gp).sum(-1, keepdim=True))
-        g_qk = qh.new_zeros(h * n_vocab * rows).index_add(0, plan.score_index, g_scores.reshape(-1))
+        if groups is None:
+            g_qk = qh.new_zeros(h * n_vocab * rows).index_add(0, plan.score_index, g_scores.reshape(-1))
+        else:  # back through each group's block: its logsumexp and its softmax average of value rows
+            g_block_logit = g_scores.new_zeros(groups.n_groups, h).index_add(0, groups.group_of, g_scores[:, :, 0])
+            g_block_rows = g_mixing[h * rows : end].view(h, groups.n_groups, m)
+            background = mixing[: h * rows].view(h, rows, m)[:, groups.background_rows]  # [h, K, m]
+            g_within = torch.bmm(g_block_rows, background.transpose(1, 2))  # [h, G, K]
+            g_block = within * (g_within - (within * g_within).sum(-1, keepdim=True) + g_block_logit.T[:, :, None])
+            g_ov = g_ov.index_add(1, groups.background_rows, torch.bmm(within.transpose(1, 2), g_block_rows))
+            g_qk = qh.new_zeros(h * n_vocab * rows).index_add(0, groups.exception_score_index, g_scores[:, :, 1:].reshape(-1))
+            g_qk = g_qk.index_add(0, groups.group_score_index, g_block.reshape(-1))
         g_qk = g_qk.view(h, n_vocab, rows).mul_(1 / math.sqrt(d))
         g_q = torch.bmm(g_qk, kh).transpose(0, 1)  # [vocab, h, d]
         g_k = torch.bmm(g_qk.transpose(1, 2), qh).transpose(0, 1).reshape(n_vocab, n_keys, h, d)

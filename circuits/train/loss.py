@@ -132,6 +132,24 @@ def _loss_from_shifted(a: Tensor, t2i_weight: Tensor, index: Tensor, k_i2t: Tens
     return value / 2, e1, s1, e0, s0
 
 
+def _loss_from_bounded(a: Tensor, t2i_weight: Tensor, index: Tensor, k_i2t: Tensor, k_t2i: Tensor, log_count_term: Tensor):
+    """`_loss_from_shifted` when ``a = logits + log n_c - scale`` with ``|logits| <= scale`` (cosines
+    times the scale) and ``scale <= _BOUNDED_SCALE``: ``exp(a)`` cannot overflow or underflow, so
+    one exponential serves both directions and no maxima are needed. Returns (loss, E, s1, E, s0)
+    with ``E = exp(a)`` (overwriting ``a``): ``softmax_c(A) = E / s1`` and ``softmax_i(logits) =
+    E / s0``, as `_logits_grad` expects of (e1, s1, e0, s0). The shift cancels from the value:
+    ``loss = mean_i log s1_i + sum_c (n_c / N) log s0_c + sum_ic t_ic log n_c / B - sum_ic K_ic a_ic``."""
+    picked = (a.reshape(-1)[index] * (k_i2t + k_t2i)).sum()
+    e = a.exp_()
+    s1 = e.sum(1, keepdim=True)
+    s0 = e.sum(0, keepdim=True)
+    value = s1.log().mean() + (s0.log().squeeze(0) * t2i_weight).sum() + log_count_term - picked
+    return value / 2, e, s1, e, s0
+
+
+_BOUNDED_SCALE = 40.0  # exp(-2 * 40) ~ 2e-35 is still a normal float32
+
+
 def _logits_grad(grad: Tensor, e1: Tensor, s1: Tensor, e0: Tensor, s0: Tensor, t2i_weight: Tensor, index: Tensor,
                  k_i2t: Tensor, k_t2i: Tensor) -> Tensor:
     """d loss / d logits from what `_loss_from_shifted` kept (a fresh tensor)."""
@@ -189,18 +207,22 @@ class _ClipHeadLoss(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         images: Tensor, texts: Tensor, scale: Tensor, log_counts: Tensor, t2i_weight: Tensor, index: Tensor,
-        k_i2t: Tensor, k_t2i: Tensor, log_count_term: Tensor,
+        k_i2t: Tensor, k_t2i: Tensor, log_count_term: Tensor, bounded: bool,
     ) -> tuple[Tensor, ...]:
         img_norm = images.norm(dim=-1, keepdim=True).clamp_min(_EPS)
         txt_norm = texts.norm(dim=-1, keepdim=True).clamp_min(_EPS)
         img = images / img_norm
         txt = texts / txt_norm
+        if bounded:  # one exponential, no maxima (`_loss_from_bounded`)
+            value, e, s1, _, s0 = _loss_from_bounded(
+                torch.addmm(log_counts - scale, img * scale, txt.T), t2i_weight, index, k_i2t, k_t2i, log_count_term)
+            return value, e, s1, e.new_empty(0), s0, img, img_norm, txt, txt_norm
         a = torch.addmm(log_counts, img * scale, txt.T)
         return (*_loss_from_shifted(a, t2i_weight, index, k_i2t, k_t2i, log_count_term), img, img_norm, txt, txt_norm)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
-        _, _, scale, _, t2i_weight, index, k_i2t, k_t2i, _ = inputs
+        _, _, scale, _, t2i_weight, index, k_i2t, k_t2i, _, _ = inputs
         _, e1, s1, e0, s0, img, img_norm, txt, txt_norm = output
         ctx.save_for_backward(e1, s1, e0, s0, t2i_weight, index, k_i2t, k_t2i, img, img_norm, txt, txt_norm, scale)
         ctx.mark_non_differentiable(e1, s1, e0, s0, img, img_norm, txt, txt_norm)
@@ -209,13 +231,15 @@ class _ClipHeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor, *_) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         e1, s1, e0, s0, t2i_weight, index, k_i2t, k_t2i, img, img_norm, txt, txt_norm, scale = ctx.saved_tensors
+        if e0.numel() == 0:  # bounded: one exponential for both directions
+            e0 = e1
         g = _logits_grad(grad, e1, s1, e0, s0, t2i_weight, index, k_i2t, k_t2i)  # d loss / d logits
         g_img = g @ txt  # d loss / d (scale * img), / scale
         g_txt = (g.T @ img).mul_(scale)
         g_scale = (g_img * img).sum()
         g_img = g_img.mul_(scale)
         return (_normalize_grad(g_img, img, img_norm), _normalize_grad(g_txt, txt, txt_norm), g_scale,
-                None, None, None, None, None, None)
+                None, None, None, None, None, None, None)
 
 
 _EPS = 1e-12  # F.normalize's
@@ -223,8 +247,8 @@ _EPS = 1e-12  # F.normalize's
 
 def _normalize_grad(grad: Tensor, unit: Tensor, norm: Tensor) -> Tensor:
     """d / dx of ``x / max(|x|, eps)`` applied to ``grad`` (``unit`` the output, ``norm`` the clamped |x|)."""
-    projected = torch.addcmul(grad, unit, (grad * unit).sum(-1, keepdim=True), value=-1)
-    return torch.where(norm > _EPS, projected, grad) / norm
+    along = (grad * unit).sum(-1, keepdim=True) * (norm > _EPS)  # (a clamped norm is a constant: no projection)
+    return torch.addcmul(grad, unit, along, value=-1).div_(norm)
 
 
 def clip_loss_of_embeddings(
@@ -240,7 +264,17 @@ def clip_loss_of_embeddings(
     targets = _targets(plain, images.dtype)
     if targets.present is not None:
         texts = texts[targets.present]
-    return _ClipHeadLoss.apply(images, texts, scale, *targets.tensors())[0]
+    return _ClipHeadLoss.apply(images, texts, scale, *targets.tensors(), _bounded(scale))[0]
+
+
+def _bounded(scale: Tensor) -> bool:
+    """Whether `_loss_from_bounded` applies: on the CPU (reading the scale is free there; on a GPU
+    it would wait for the device), every member's scale at most ``_BOUNDED_SCALE``."""
+    plain = scale
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(plain):  # all members' scales, under vmap
+        plain = functorch.get_unwrapped(plain)
+    return plain.device.type == "cpu" and float(plain.detach().max()) <= _BOUNDED_SCALE
 
 
 def _clip_loss_present(logits: Tensor, truth_f: Tensor, counts: Tensor) -> Tensor:

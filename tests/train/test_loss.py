@@ -324,10 +324,12 @@ def test_one_drawn_positives_make_the_other_true_caption_a_negative(make_tiny_cf
     assert abs(got.item() - textbook_loss(logits, batch.truth).item()) > 1e-3
 
 
+@pytest.mark.parametrize("scale", [12.0, 40.0, 90.0], ids=["bounded", "bounded-at-its-limit", "large-scale"])
 @pytest.mark.parametrize("seed, n_images, n_captions, max_true", CASES)
-def test_the_fused_loss_of_embeddings_equals_the_loss_of_their_cosine_logits(seed, n_images, n_captions, max_true):
+def test_the_fused_loss_of_embeddings_equals_the_loss_of_their_cosine_logits(seed, n_images, n_captions, max_true, scale):
     """`clip_loss_of_embeddings` (normalisation, logits matmul and loss in one autograd step)
-    against `clip_loss` of ``scale * cos`` under autograd: value and every gradient."""
+    against `clip_loss` of ``scale * cos`` under autograd: value and every gradient, on both of
+    its routes (one exponential while the scale is at most 40, maxima above)."""
     from circuits.train.loss import clip_loss_of_embeddings
 
     _, truth = random_batch(seed, n_images, n_captions, max_true)
@@ -335,7 +337,7 @@ def test_the_fused_loss_of_embeddings_equals_the_loss_of_their_cosine_logits(see
     images = torch.randn(n_images, 6, generator=gen, dtype=torch.float64)
     texts = torch.randn(n_captions, 6, generator=gen, dtype=torch.float64)
     images[0] = 0.0  # a zero embedding: F.normalize's eps branch
-    log_scale = torch.tensor(2.5, dtype=torch.float64)
+    log_scale = torch.tensor(scale, dtype=torch.float64).log()
     leaves = [[t.clone().requires_grad_(True) for t in (images, texts, log_scale)] for _ in range(2)]
     (i1, t1, s1), (i2, t2, s2) = leaves
     fused = clip_loss_of_embeddings(i1, t1, s1.exp(), truth)

@@ -178,8 +178,9 @@ def test_logit_scale_never_exceeds_logit_scale_max(tiny_cfg):
 #: CPU/torch-2.13 specific: another torch build or a GPU may differ in the last digits. Any change
 #: of float rounding in the training step moves the 1,500-step trajectory (it is chaotic: one
 #: softmax computed in another order moves the final weights by ~5e-2); re-recorded after the
-#: faster training step of issue 10 (was 0.974; benchmarks/README.md, "Results unchanged").
-DEFAULT_ACCURACIES = {"single_object": 1.000, "seen_pair": 1.000, "unseen_pair": 0.973, "label_set": 1.000}
+#: faster training step of issue 10 (was 0.974; benchmarks/README.md, "Results unchanged") and
+#: after the grouped pooled attention and one-exponential loss (was 0.973; same section).
+DEFAULT_ACCURACIES = {"single_object": 1.000, "seen_pair": 1.000, "unseen_pair": 0.980, "label_set": 1.000}
 
 
 @pytest.mark.slow
