@@ -422,11 +422,11 @@ MAX_STEPS = 10_000_000  # far beyond anything useful: the default model learns i
 MAX_IMAGES = 5_000_000  # images in all splits; the world is built in Python, ~ minutes per million
 # Training cost model: seconds per multiply-accumulate (as counted in `estimate_resources`) on one
 # CPU thread. Encoders: calibrated on the default config (``benchmarks/bench_train.py --paths fast
-# --threads 1`` on an idle 2-core x86 machine: 1,500 steps in 26.4 s of training, 0.0176 s per
-# step for its 4.9e9 multiply-accumulates). Prefix-LM decoders run the full hooked forward (no
+# --threads 1`` on an idle 2-core x86 machine: 1,500 steps in 17.0 s of training, 0.0113 s per
+# step for its 4.9e9 multiply-accumulates, since the grouped pooled attention; 26.4 s before). Prefix-LM decoders run the full hooked forward (no
 # per-(token, position) table), about 20x less per multiply-accumulate: calibrated on the toy 2DS
 # model of `experiments/toy_2ds.py` (batch 64, ~0.064 s per step for 8.7e8).
-SECONDS_PER_MAC = 3.6e-12
+SECONDS_PER_MAC = 2.3e-12
 # Only the first attention layer of an encoder runs from the table; later attention layers run at
 # every position, about 7x dearer per multiply-accumulate: calibrated on 2-layer vision + 2-layer
 # text attention-only models (148 ms per step, of which 130 ms for 4.9e9 such MACs), one thread at
