@@ -239,12 +239,22 @@ def markdown(entry: Entry, result: dict[str, Any], frame) -> str:
 
 
 def _write_figure(entry: Entry, frame, path: Path) -> None:
-    from circuits.report import write_html, figures_html
+    from circuits.report import figures_html, write_html
+
+    fig = entry_figure(entry, frame)
+    if fig is not None:
+        write_html(figures_html([fig], entry.title), path, force=True)
+
+
+def entry_figure(entry: Entry, frame):
+    """The entry's ``[experiment.figure]`` drawn from a results frame (`load_results`, or a
+    committed ``results.csv``): a plotly figure, or None when the entry has no figure or no
+    finished run."""
     from circuits.sweep import figures as F
 
     spec = dict(entry.spec.experiment.get("figure", {}))
     if not spec or not (frame["status"] == "done").any():
-        return
+        return None
     kind = spec.pop("kind", "lines")
     title = entry.title
     if kind == "lines":
@@ -256,4 +266,4 @@ def _write_figure(entry: Entry, frame, path: Path) -> None:
         fig = F.metric_bars(frame, spec["by"], spec["columns"], title=title, names=spec.get("names"))
     else:
         raise SweepError(f"{entry.path}: unknown figure kind {kind!r} (lines, heatmap, bars)")
-    write_html(figures_html([fig], title), path, force=True)
+    return fig

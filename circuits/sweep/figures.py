@@ -51,7 +51,7 @@ def metric_lines(frame, x: str, metrics: Sequence[str], line: str | None = None,
             name = f"{_label(line)} = {value}" if line else metric
             xs = list(stats[x])
             fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(stats["mean"] + stats["std"]) + list(stats["mean"] - stats["std"])[::-1],
-                                     fill="toself", fillcolor=_rgba(color, 0.15), line=dict(width=0), hoverinfo="skip",
+                                     fill="toself", fillcolor=_rgba(color, 0.15), line=dict(width=0), mode="lines", hoverinfo="skip",
                                      showlegend=False, legendgroup=name), row=1, col=col)
             fig.add_trace(go.Scatter(x=xs, y=stats["mean"], mode="lines+markers", line=dict(color=color), name=name,
                                      legendgroup=name, showlegend=col == 1,
