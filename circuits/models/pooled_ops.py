@@ -117,9 +117,9 @@ class BackgroundGroups:
     (head, group), then `TablePlan`'s extra rows.
     """
 
-    def __init__(self, plan: TablePlan, keys: Tensor, background: Tensor, exceptions: Tensor, width: int):
+    def __init__(self, plan: TablePlan, background: Tensor, exceptions: Tensor, width: int):
         n_vocab, n_keys, _, h, _, _ = plan.key
-        b, dev = keys.shape[0], keys.device
+        b, dev = exceptions.shape[0], exceptions.device
         self.width = width  # E: exception slots per image
         order = torch.argsort((~exceptions).to(torch.int8), dim=1, stable=True)[:, :width]  # exceptions first
         self.valid = exceptions.gather(1, order)  # [b, E]
@@ -151,7 +151,7 @@ class BackgroundGroups:
         width = int(exceptions.sum(1).max())
         if 2 * (1 + width) > n_keys:
             return None
-        groups = BackgroundGroups(plan, keys, background, exceptions, width)
+        groups = BackgroundGroups(plan, background, exceptions, width)
         saved = b * (n_keys - 1 - width)  # entries per head no image mixes any more
         return groups if 2 * groups.n_groups * n_keys <= saved else None  # against the blocks' own work
 
